@@ -1,0 +1,116 @@
+"""Tunables of a connection, documented where they are defined.
+
+One frozen dataclass is shared by the sans-IO core and every driver; drivers
+accept the same names as keyword ``**options``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Configuration of one rudp connection.  All times are in seconds."""
+
+    # --- datagrams and messages -------------------------------------------
+    max_datagram_size: int = 1400
+    """Largest UDP payload we send, header and checksum included.  1400 keeps
+    clear of a 1500-byte Ethernet MTU with IPv6 and a tunnel header (KCP and
+    ENet use about the same).  The handshake lowers it to the peer's value."""
+
+    max_message_size: int = 64 * MIB
+    """Largest message ``send()`` accepts and the receiver reassembles."""
+
+    # --- windows ----------------------------------------------------------
+    receive_window: int = 1024
+    """Packets the receiver buffers beyond the cumulative ack (out of order plus
+    delivered-but-unread).  Bounds receive memory to about
+    ``receive_window * max_datagram_size`` plus one message being reassembled."""
+
+    max_send_window: int = 1024
+    """Upper bound on packets in flight, whatever the congestion window says."""
+
+    # --- retransmission timer (RFC 6298) -----------------------------------
+    initial_rto: float = 1.0
+    """RTO before any RTT sample (RFC 6298 section 2.1)."""
+
+    min_rto: float = 0.2
+    """Floor of the computed RTO.  RFC 6298 section 2.4 says 1 s; like Linux we
+    use 200 ms, which suits LANs and loopback."""
+
+    max_rto: float = 2.0
+    """Cap of the doubling backoff (RFC 6298 section 5.5).  Kept low so the
+    give-up budget below allows many probes; the budget, not the cap, decides
+    when to stop."""
+
+    max_retransmits: int | None = None
+    """Consecutive timeouts of one packet after which the connection fails.
+    ``None``: only ``peer_timeout`` decides."""
+
+    peer_timeout: float = 30.0
+    """Fail when nothing authentic has been heard from the peer for this long
+    while it owes us an answer (unacknowledged data, a ping, the handshake)."""
+
+    keepalive_interval: float | None = 5.0
+    """Send a ping after this much silence so an idle peer's death is noticed
+    within ``peer_timeout``.  ``None`` disables keepalive."""
+
+    idle_timeout: float | None = None
+    """Close an established connection with nothing in flight after this long
+    without traffic.  ``None`` keeps idle connections open (keepalive pings)."""
+
+    # --- acknowledgements ---------------------------------------------------
+    max_ack_delay: float = 0.01
+    """Longest a receiver holds back an ack (RFC 9000 section 13.2.1); an ack is
+    sent at once for every second packet and for any gap."""
+
+    # --- congestion control ------------------------------------------------
+    congestion_control: str = "newreno"
+    """Name in ``rudp.congestion.REGISTRY``: "newreno" (RFC 5681/6582) or "fixed"."""
+
+    initial_window: int = 10
+    """Initial congestion window in packets (RFC 6928)."""
+
+    # --- close ---------------------------------------------------------------
+    close_linger: float = 2.0
+    """After both FINs are acknowledged, how long the last side to ack stays to
+    re-acknowledge a retransmitted FIN (TCP's TIME-WAIT, shortened)."""
+
+    @classmethod
+    def textbook(cls, **overrides: Any) -> Config:
+        """The policy of *Foundations of Python Network Programming*'s UDP client.
+
+        First timeout 0.1 s, doubling, give up once the delay would exceed 2.0 s:
+        waits of 0.1, 0.2, 0.4, 0.8 and 1.6 s, that is four retransmissions.
+        """
+        base = cls(initial_rto=0.1, min_rto=0.1, max_rto=2.0, max_retransmits=4)
+        return replace(base, **overrides)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Config:
+        """Build a config from driver ``**options``, rejecting unknown names."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(f"unknown rudp option(s): {', '.join(sorted(unknown))}")
+        return cls(**options)
+
+    def __post_init__(self) -> None:
+        if not 128 <= self.max_datagram_size <= 65507:
+            raise ValueError("max_datagram_size must be within 128..65507")
+        if self.receive_window < 2 or self.receive_window > 65535:
+            raise ValueError("receive_window must be within 2..65535 packets")
+        if self.max_send_window < 1:
+            raise ValueError("max_send_window must be positive")
+        if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
+            raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
+        if self.max_retransmits is not None and self.max_retransmits < 0:
+            raise ValueError("max_retransmits must be >= 0 or None")
+        if self.peer_timeout <= 0:
+            raise ValueError("peer_timeout must be positive")
+        if self.max_message_size < 0:
+            raise ValueError("max_message_size must be >= 0")
