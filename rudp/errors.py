@@ -13,7 +13,7 @@ class RudpError(Exception):
     """Base class of every rudp exception."""
 
 
-class BadPacket(RudpError):  # noqa: N818 - the name trio's DTLS code uses for the same idea
+class BadPacket(RudpError):
     """A datagram failed validation (length, checksum, version, type or field check).
 
     This is the only exception a decoder of untrusted bytes may raise.  The

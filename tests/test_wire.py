@@ -1,0 +1,132 @@
+"""Unit tests of rudp.wire: layout, validation order, sequence expansion (spec section 3 and 7)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rudp import wire
+from rudp.errors import BadPacket
+from rudp.wire import Packet, PacketType
+
+
+def data_packet(payload: bytes = b"abc", **fields: object) -> Packet:
+    base = Packet(PacketType.DATA, 0, 0x0123456789ABCDEF, 7, 9, 100, 0, (), payload)
+    return base._replace(**fields)
+
+
+def with_valid_crc(body: bytes) -> bytes:
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def test_derived_struct_matches_construct_sizes() -> None:
+    """Section 3.1: the fast codec is derived from the construct schema, field for field."""
+    assert wire.HEADER.sizeof() == wire.HEADER_SIZE == 28
+    assert wire.SACK_BLOCK.sizeof() == wire.SACK_SIZE == 8
+    assert wire.HANDSHAKE.sizeof() == wire.HANDSHAKE_SIZE == 10
+    assert wire.OVERHEAD == 32
+
+
+def test_field_offsets_are_big_endian_as_specified() -> None:
+    """Section 3.1: the wire-format table's offsets and byte order."""
+    packet = data_packet(
+        b"xy", flags=1, seq=0x11223344, ack=0x55667788, window=0x99AA, fragments_left=0xBBCCDDEE
+    )
+    datagram = wire.encode(packet)
+    assert datagram[0] == wire.VERSION
+    assert datagram[1] == PacketType.DATA
+    assert datagram[2] == 1
+    assert datagram[3] == 0
+    assert datagram[4:12] == bytes.fromhex("0123456789abcdef")
+    assert datagram[12:16] == bytes.fromhex("11223344")
+    assert datagram[16:20] == bytes.fromhex("55667788")
+    assert datagram[20:22] == bytes.fromhex("99aa")
+    assert datagram[22:26] == bytes.fromhex("bbccddee")
+    assert datagram[26:28] == b"\x00\x02"
+    assert datagram[28:30] == b"xy"
+    assert datagram[30:] == zlib.crc32(datagram[:30]).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("size", [0, 1, wire.OVERHEAD - 1])
+def test_short_datagrams_are_rejected(size: int) -> None:
+    """Section 3.3: a datagram shorter than header plus checksum is rejected first."""
+    with pytest.raises(BadPacket, match="shorter"):
+        wire.decode(bytes(size))
+
+
+def test_checksum_is_checked_before_fields() -> None:
+    """Section 3.3: an unknown version with a bad CRC is reported as a CRC failure."""
+    datagram = bytearray(wire.encode(data_packet()))
+    datagram[0] = 99
+    with pytest.raises(BadPacket, match="checksum"):
+        wire.decode(bytes(datagram))
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "message"),
+    [(0, 2, "version"), (1, 0, "type"), (1, 200, "type"), (2, 0x80, "reserved")],
+)
+def test_field_rules_reject_with_valid_crc(offset: int, value: int, message: str) -> None:
+    """Section 3.3: version, type and reserved flags are checked even when the CRC is valid."""
+    body = bytearray(wire.encode(data_packet())[:-4])
+    body[offset] = value
+    datagram = with_valid_crc(bytes(body))
+    with pytest.raises(BadPacket, match=message):
+        wire.decode(datagram)
+    with pytest.raises(BadPacket):
+        wire.reference_decode(datagram)
+
+
+def test_length_fields_must_match_datagram_size() -> None:
+    """Section 3.3: payload_length and sack_count must account for every byte."""
+    body = bytearray(wire.encode(data_packet(b"abcd"))[:-4])
+    struct.pack_into(">H", body, 26, 3)
+    with pytest.raises(BadPacket, match="length"):
+        wire.decode(with_valid_crc(bytes(body)))
+
+
+def test_control_packets_carry_no_payload() -> None:
+    """Section 4: ACK, PING, FIN and RESET carry no payload and no fragment information."""
+    ack = Packet(PacketType.ACK, 0, 1, 2, 3, 4, 0, (), b"junk")
+    with pytest.raises(BadPacket):
+        wire.decode(wire.encode(ack))
+
+
+def test_handshake_payload_round_trip() -> None:
+    """Section 6.1: SYN and SYN_ACK carry exactly one handshake block."""
+    block = wire.Handshake(0xFEEDFACECAFEBEEF, 1400)
+    payload = wire.encode_handshake(block)
+    assert wire.decode_handshake(payload) == block
+    syn = Packet(PacketType.SYN, 0, 0, 1, 0, 10, 0, (), payload)
+    assert wire.decode(wire.encode(syn)) == syn
+    with pytest.raises(BadPacket):
+        wire.decode(wire.encode(syn._replace(payload=payload + b"!")))
+
+
+def test_encode_refuses_unrepresentable_packets() -> None:
+    """A local bug (too many SACK blocks, reserved flags) is a ValueError, never sent."""
+    with pytest.raises(ValueError, match="SACK"):
+        wire.encode(data_packet(sack=((1, 2),) * (wire.MAX_SACK_BLOCKS + 1)))
+    with pytest.raises(ValueError, match="reserved"):
+        wire.encode(data_packet(flags=0x40))
+
+
+@given(
+    expected=st.integers(min_value=1 << 31, max_value=1 << 60),
+    offset=st.integers(min_value=-(1 << 31) + 1, max_value=(1 << 31) - 1),
+)
+def test_expand_seq_recovers_any_value_within_half_the_space(expected: int, offset: int) -> None:
+    """Section 7: a 32-bit wire value expands to the full number nearest the expected one."""
+    actual = expected + offset
+    assert wire.expand_seq(wire.wire_seq(actual), expected) == actual
+
+
+def test_expand_seq_across_the_wrap() -> None:
+    """Section 7: values just past 2**32 expand upward, just below expand downward."""
+    top = (1 << 32) - 2
+    assert wire.expand_seq(3, top) == (1 << 32) + 3
+    assert wire.expand_seq(top - 1, (1 << 32) + 3) == top - 1
