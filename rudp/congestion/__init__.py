@@ -1,0 +1,9 @@
+"""Pluggable congestion control: an ABC, a registry by name, NewReno and a fixed window."""
+
+from __future__ import annotations
+
+from rudp.congestion.base import REGISTRY, CongestionController, create, register
+from rudp.congestion.fixed import Fixed
+from rudp.congestion.newreno import NewReno
+
+__all__ = ["REGISTRY", "CongestionController", "Fixed", "NewReno", "create", "register"]

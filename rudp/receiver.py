@@ -1,0 +1,247 @@
+"""The receiving half of a connection: dedup, reordering, reassembly, acknowledgements.
+
+Sequence numbers ``[rcv_next, rcv_next + window)`` are acceptable; packets that
+arrive early wait in ``_held`` and are reported to the peer as SACK blocks
+(RFC 2018, lowest first).  In-order packets are reassembled into messages and
+delivered exactly once, in order.
+
+Memory is bounded: held packets lie inside the window, the window shrinks by the
+packets of messages delivered but not yet read by the application, and the one
+message being reassembled is capped at ``Config.max_message_size``.  That one
+message does not count against the window (a message larger than the window
+would otherwise deadlock); it is counted once it is delivered.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+from rudp.config import Config
+from rudp.events import Event, MessageReceived
+from rudp.rangeset import RangeSet
+
+ACCEPTED: Final = 0
+"""``on_data`` result: the packet was new and accepted (or held)."""
+DUPLICATE: Final = 1
+"""``on_data`` result: we already had it (re-ack, not an error)."""
+DROPPED: Final = 2
+"""``on_data`` result: outside the window or inconsistent with a FIN; drop and count."""
+FIN_DELIVERED: Final = 3
+"""``on_data`` result: the peer's FIN became in-order; every message before it is out."""
+PROTOCOL_ERROR: Final = 4
+"""``on_data`` result: the peer broke the fragment rules; ``error`` says how."""
+
+_Held = tuple[bool, int, bytes]  # (is_fin, fragments_left, payload)
+
+
+class Receiver:
+    """Receive-side state of one connection.  ``rudp.connection`` drives it."""
+
+    def __init__(self, config: Config, events: deque[Event]) -> None:
+        self._config = config
+        self._events = events
+        self._window_size = config.receive_window
+        self._max_message = config.max_message_size
+        self.rcv_next = 0
+        """Next in-order sequence number expected: the cumulative ack."""
+        self._held: dict[int, _Held] = {}
+        self.ranges = RangeSet()
+        """Sequence numbers held above ``rcv_next``: the SACK blocks."""
+        self.fin_seq: int | None = None
+        """Sequence number of the peer's FIN, once seen."""
+        self.fin_delivered = False
+        """The peer's FIN became in-order."""
+        self.error = ""
+        """Why ``on_data`` returned PROTOCOL_ERROR."""
+
+        # reassembly of the message in progress
+        self._parts: bytearray | None = None
+        self._expect_left = 0
+        self._fragments = 0
+
+        # delivered-but-unread accounting (packets per undelivered MessageReceived)
+        self.unread = 0
+        self._unread_sizes: deque[int] = deque()
+
+        # acknowledgement scheduling (RFC 9000 section 13.2.1, RFC 5681 section 4.2)
+        self.ack_now = False
+        """An ack must go out at the next ``datagrams_to_send``."""
+        self.ack_deadline: float | None = None
+        """When a delayed ack is due (None: no ack owed)."""
+        self._unacked_eliciting = 0
+        self.last_advertised = config.receive_window
+        # Below this advertised window, reading a message triggers a window update.
+        self._update_threshold = max(1, config.receive_window // 4)
+
+        # counters for Stats
+        self.data_packets_received = 0
+        self.duplicates = 0
+        self.messages_delivered = 0
+
+    def start(self, first_seq: int) -> None:
+        """The handshake told us the peer's first data sequence number."""
+        self.rcv_next = first_seq
+
+    @property
+    def window(self) -> int:
+        """Packets beyond the cumulative ack we accept (our advertised window)."""
+        window = self._window_size - self.unread
+        return window if window > 0 else 0
+
+    def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
+        """Up to ``limit`` SACK blocks, lowest first (so the oldest holes are repaired first)."""
+        return self.ranges.ranges(limit)
+
+    def on_data(self, now: float, seq: int, is_fin: bool, fragments_left: int, data: bytes) -> int:
+        """Process one DATA or FIN packet (``seq`` already expanded).  Returns a result code."""
+        self.data_packets_received += 1
+        rcv_next = self.rcv_next
+        if (
+            seq == rcv_next
+            and not fragments_left
+            and not is_fin
+            and self._parts is None
+            and not self._held
+            and self.unread < self._window_size
+            and len(data) <= self._max_message
+        ):
+            # Fast path: the next packet, a whole message, nothing waiting behind it.
+            self.rcv_next = seq + 1
+            self._events.append(MessageReceived(data))
+            self._unread_sizes.append(1)
+            self.unread += 1
+            self.messages_delivered += 1
+            if not self.ack_now:
+                self._unacked_eliciting += 1
+                if self._unacked_eliciting >= 2:
+                    self.ack_now = True
+                elif self.ack_deadline is None:
+                    self.ack_deadline = now + self._config.max_ack_delay
+            return ACCEPTED
+        if seq < rcv_next or seq in self._held:
+            # RFC 5681 section 4.2 / RFC 9000 section 13.2.1: a duplicate is acked at once
+            # (our earlier ack may have been lost).
+            self.duplicates += 1
+            self.ack_now = True
+            return DUPLICATE
+        fin_seq = self.fin_seq
+        if fin_seq is not None and (seq > fin_seq or (is_fin and seq != fin_seq)):
+            return DROPPED  # nothing follows a FIN
+        limit = self._window_size - self.unread
+        if is_fin and limit < 1:
+            limit = 1  # a FIN needs no buffer: accept it at rcv_next even with a zero window
+        if seq >= rcv_next + limit:
+            # Outside the window (RFC 9293 section 3.10.7.4): drop, but tell the sender
+            # where the window is.
+            self.ack_now = True
+            return DROPPED
+        if is_fin:
+            last = self.ranges.last
+            if last is not None and last - 1 > seq:
+                return DROPPED  # data beyond the FIN: drop the FIN, keep the data
+            self.fin_seq = seq
+            self.ack_now = True  # DESIGN: FIN is acked immediately
+        if seq != rcv_next:
+            # Out of order: hold it, ack at once so the sender sees the gap (RFC 5681 4.2).
+            self._held[seq] = (is_fin, fragments_left, data)
+            self.ranges.add(seq, seq + 1)
+            self.ack_now = True
+            return ACCEPTED
+        result = self._consume(is_fin, fragments_left, data)
+        rcv_next += 1
+        held = self._held
+        if held:
+            # A gap was filled: deliver what waited behind it, and ack at once.
+            self.ack_now = True
+            while result == ACCEPTED and rcv_next in held:
+                item = held.pop(rcv_next)
+                result = self._consume(item[0], item[1], item[2])
+                rcv_next += 1
+            self.ranges.discard_below(rcv_next)
+        self.rcv_next = rcv_next
+        if not self.ack_now:
+            self._unacked_eliciting += 1
+            if self._unacked_eliciting >= 2:
+                self.ack_now = True
+            elif self.ack_deadline is None:
+                self.ack_deadline = now + self._config.max_ack_delay
+        return result
+
+    def _consume(self, is_fin: bool, fragments_left: int, data: bytes) -> int:
+        """Reassemble one in-order packet; deliver a message when it completes."""
+        parts = self._parts
+        if is_fin:
+            if parts is not None:
+                self.error = "FIN inside a message"
+                return PROTOCOL_ERROR
+            self.fin_delivered = True
+            return FIN_DELIVERED
+        if parts is None:
+            if fragments_left == 0:
+                if len(data) > self._max_message:
+                    self.error = "message too large"
+                    return PROTOCOL_ERROR
+                self._deliver(data, 1)
+                return ACCEPTED
+            if not data:
+                self.error = "empty fragment inside a message"
+                return PROTOCOL_ERROR
+            self._parts = bytearray(data)
+            self._expect_left = fragments_left - 1
+            self._fragments = 1
+        else:
+            if fragments_left != self._expect_left:
+                self.error = "inconsistent fragments_left"
+                return PROTOCOL_ERROR
+            if not data and fragments_left:
+                self.error = "empty fragment inside a message"
+                return PROTOCOL_ERROR
+            parts += data
+            self._fragments += 1
+            self._expect_left = fragments_left - 1
+        assert self._parts is not None
+        if len(self._parts) > self._max_message:
+            self.error = "message too large"
+            return PROTOCOL_ERROR
+        if fragments_left == 0:
+            message = bytes(self._parts)
+            self._parts = None
+            self._deliver(message, self._fragments)
+        return ACCEPTED
+
+    def _deliver(self, message: bytes, packets: int) -> None:
+        self._events.append(MessageReceived(message))
+        self._unread_sizes.append(packets)
+        self.unread += packets
+        self.messages_delivered += 1
+
+    def on_ack_elicited(self) -> None:
+        """A PING or ACK_NOW flag asks for an immediate ack."""
+        self.ack_now = True
+
+    def on_read(self) -> None:
+        """The application took one ``MessageReceived``: its packets leave the window.
+
+        If the window we last advertised was zero or small, an ack goes out at
+        once so a sender waiting on it is not stalled until its probe timer.
+        """
+        self.unread -= self._unread_sizes.popleft()
+        last = self.last_advertised
+        threshold = self._update_threshold
+        if last < threshold:
+            window = self.window
+            if window > last and (last == 0 or window >= threshold):
+                self.ack_now = True
+
+    def on_ack_sent(self) -> None:
+        """An ack (pure or piggybacked) with the current state went out."""
+        self.ack_now = False
+        self.ack_deadline = None
+        self._unacked_eliciting = 0
+        self.last_advertised = self.window
+
+    @property
+    def held_count(self) -> int:
+        """Out-of-order packets held."""
+        return len(self._held)

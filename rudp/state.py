@@ -1,0 +1,229 @@
+"""The connection state machine, as data.
+
+Everything that affects a connection's state lives here: the states, the
+inputs that can move it, and the one table ``TRANSITIONS`` mapping
+``(state, input)`` to the next state.  ``rudp.connection`` changes state only
+by looking an input up in this table; it never assigns a state directly.
+
+A pair that is *not* in the table is a protocol error, handled by the kind of
+input (see ``Input``):
+
+- a packet input (``RECV_*``) not in the table: the datagram is dropped and
+  counted in ``Stats.datagrams_dropped`` (for example a SYN_ACK reaching a
+  server, or DATA before the handshake);
+- a local input (``CONNECT``, ``SEND``, ``CLOSE``) not in the table: the call
+  raises ``LocalProtocolError`` (for example ``send()`` after ``close()``);
+- the internal inputs (``HANDSHAKE_ACKED``, ``PEER_FIN``, ``FIN_ACKED``,
+  ``GIVE_UP``, ``PROTOCOL_ERROR``, ``LINGER_EXPIRED``, ``FIN_GIVE_UP``) are only
+  generated where the table has them; a missing pair would be a bug in the core.
+
+The diagram in specs/protocol.md is ``to_mermaid()``'s output; a test checks
+that the two agree.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ConnectionState(enum.IntEnum):
+    """States of one connection (names follow RFC 9293's TCP states where they match)."""
+
+    INITIAL = 0
+    """Client before ``connect()``."""
+    LISTEN = 1
+    """Server waiting for the client's SYN."""
+    SYN_SENT = 2
+    """Client sent SYN, waits for SYN_ACK."""
+    SYN_RECEIVED = 3
+    """Server sent SYN_ACK, waits for the client to acknowledge it."""
+    ESTABLISHED = 4
+    """Handshake done; messages flow both ways."""
+    CLOSING = 5
+    """We closed: our FIN follows our queued data; it is not yet acknowledged and the
+    peer's FIN has not been delivered (TCP's FIN-WAIT-1)."""
+    FIN_WAIT = 6
+    """Our FIN is acknowledged; waiting for the peer's FIN (TCP's FIN-WAIT-2)."""
+    PEER_CLOSED = 7
+    """The peer's FIN was delivered first; we flush our queue and send our FIN, then wait
+    for its acknowledgement (TCP's CLOSE-WAIT and LAST-ACK in one: closing is automatic)."""
+    SIMULTANEOUS_CLOSE = 8
+    """Both sides closed; the peer's FIN was delivered before ours was acknowledged (TCP's
+    CLOSING).  Our ack of the peer's FIN may have travelled alone, so we linger afterwards."""
+    TIME_WAIT = 9
+    """Both FINs done; we acknowledged the last one and stay ``close_linger`` seconds to
+    re-acknowledge a retransmitted FIN.  ``Closed`` has been reported."""
+    CLOSED = 10
+    """Terminal: ended cleanly."""
+    FAILED = 11
+    """Terminal: ended by reset, give-up, protocol error or ``abort()``."""
+
+
+class Input(enum.IntEnum):
+    """Inputs to the state machine: local calls, received packets, internal conditions."""
+
+    # local calls
+    CONNECT = 0
+    """``connect()`` (client)."""
+    SEND = 1
+    """``send()``: does not change state; allowed where the table lists it."""
+    CLOSE = 2
+    """``close()``: graceful close (deferred until the handshake finishes; a server
+    connection still waiting for its SYN closes right after the handshake)."""
+    ABORT = 3
+    """``abort()``: send RESET, fail."""
+    # received packets, one per packet type
+    RECV_SYN = 10
+    """A SYN arrived."""
+    RECV_SYN_ACK = 11
+    """A SYN_ACK arrived that acknowledges our SYN."""
+    RECV_DATA = 12
+    """A DATA packet arrived."""
+    RECV_ACK = 13
+    """An ACK packet arrived."""
+    RECV_PING = 14
+    """A PING arrived."""
+    RECV_FIN = 15
+    """A FIN packet arrived (perhaps out of order; see ``PEER_FIN``)."""
+    RECV_RESET = 16
+    """A RESET arrived."""
+    # internal conditions
+    HANDSHAKE_ACKED = 20
+    """Server: a packet with our connection id acknowledged our SYN_ACK."""
+    PEER_FIN = 21
+    """The peer's FIN became in-order: every message before it was delivered."""
+    FIN_ACKED = 22
+    """The cumulative ack passed our FIN."""
+    GIVE_UP = 23
+    """Retransmission budget or ``peer_timeout`` exhausted."""
+    PROTOCOL_ERROR = 24
+    """The peer broke a rule that cannot be handled by dropping one packet
+    (inconsistent fragments, a message above ``max_message_size``)."""
+    LINGER_EXPIRED = 25
+    """``close_linger`` elapsed in TIME_WAIT."""
+    FIN_GIVE_UP = 26
+    """The give-up budget ran out while only our FIN was unacknowledged, after the peer's
+    FIN was delivered: both sides closed and every message was acknowledged, so the
+    connection ends as ``Closed`` (the peer most likely left TIME_WAIT before our FIN's
+    ack got through: the two generals cannot both be sure)."""
+
+
+S = ConnectionState
+I = Input  # noqa: E741 - a one-letter alias keeps the table readable
+
+_LIVE = (
+    S.SYN_SENT,
+    S.SYN_RECEIVED,
+    S.ESTABLISHED,
+    S.CLOSING,
+    S.FIN_WAIT,
+    S.PEER_CLOSED,
+    S.SIMULTANEOUS_CLOSE,
+)
+"""States in which packets flow and the peer may fail us."""
+
+_DATA_STATES = (S.ESTABLISHED, S.CLOSING, S.FIN_WAIT, S.PEER_CLOSED, S.SIMULTANEOUS_CLOSE)
+"""States after the handshake and before TIME_WAIT: every ordinary packet is processed."""
+
+
+def _build() -> dict[tuple[ConnectionState, Input], ConnectionState]:
+    t: dict[tuple[ConnectionState, Input], ConnectionState] = {
+        # opening (client)
+        (S.INITIAL, I.CONNECT): S.SYN_SENT,
+        (S.INITIAL, I.SEND): S.INITIAL,
+        (S.INITIAL, I.CLOSE): S.CLOSED,  # nothing queued: nothing to do
+        (S.INITIAL, I.ABORT): S.FAILED,  # also used by close() when messages were queued
+        (S.SYN_SENT, I.SEND): S.SYN_SENT,
+        (S.SYN_SENT, I.CLOSE): S.SYN_SENT,  # deferred until ESTABLISHED
+        (S.SYN_SENT, I.RECV_SYN_ACK): S.ESTABLISHED,
+        # opening (server)
+        (S.LISTEN, I.RECV_SYN): S.SYN_RECEIVED,
+        (S.LISTEN, I.SEND): S.LISTEN,
+        (S.LISTEN, I.CLOSE): S.LISTEN,  # deferred: close gracefully once connected
+        (S.LISTEN, I.ABORT): S.FAILED,
+        (S.SYN_RECEIVED, I.SEND): S.SYN_RECEIVED,
+        (S.SYN_RECEIVED, I.CLOSE): S.SYN_RECEIVED,  # deferred until ESTABLISHED
+        (S.SYN_RECEIVED, I.RECV_SYN): S.SYN_RECEIVED,  # our SYN_ACK was lost: resend it
+        (S.SYN_RECEIVED, I.HANDSHAKE_ACKED): S.ESTABLISHED,
+        # established
+        (S.ESTABLISHED, I.SEND): S.ESTABLISHED,
+        (S.ESTABLISHED, I.RECV_SYN_ACK): S.ESTABLISHED,  # our ack of it was lost: re-ack
+        (S.ESTABLISHED, I.CLOSE): S.CLOSING,
+        (S.ESTABLISHED, I.PEER_FIN): S.PEER_CLOSED,
+        # closing
+        (S.CLOSING, I.FIN_ACKED): S.FIN_WAIT,
+        (S.CLOSING, I.PEER_FIN): S.SIMULTANEOUS_CLOSE,
+        (S.FIN_WAIT, I.PEER_FIN): S.TIME_WAIT,
+        (S.PEER_CLOSED, I.FIN_ACKED): S.CLOSED,
+        (S.SIMULTANEOUS_CLOSE, I.FIN_ACKED): S.TIME_WAIT,
+        (S.PEER_CLOSED, I.FIN_GIVE_UP): S.CLOSED,
+        (S.SIMULTANEOUS_CLOSE, I.FIN_GIVE_UP): S.CLOSED,
+        # close() again after closing: harmless
+        (S.CLOSING, I.CLOSE): S.CLOSING,
+        (S.FIN_WAIT, I.CLOSE): S.FIN_WAIT,
+        (S.PEER_CLOSED, I.CLOSE): S.PEER_CLOSED,
+        (S.SIMULTANEOUS_CLOSE, I.CLOSE): S.SIMULTANEOUS_CLOSE,
+        (S.TIME_WAIT, I.CLOSE): S.TIME_WAIT,
+        # lingering: re-acknowledge retransmissions, then go
+        (S.TIME_WAIT, I.RECV_FIN): S.TIME_WAIT,
+        (S.TIME_WAIT, I.RECV_DATA): S.TIME_WAIT,
+        (S.TIME_WAIT, I.RECV_ACK): S.TIME_WAIT,
+        (S.TIME_WAIT, I.RECV_PING): S.TIME_WAIT,
+        (S.TIME_WAIT, I.LINGER_EXPIRED): S.CLOSED,
+        (S.TIME_WAIT, I.ABORT): S.CLOSED,  # Closed was already reported
+        # after the end: close() and abort() are harmless no-ops
+        (S.CLOSED, I.CLOSE): S.CLOSED,
+        (S.CLOSED, I.ABORT): S.CLOSED,
+        (S.FAILED, I.CLOSE): S.FAILED,
+        (S.FAILED, I.ABORT): S.FAILED,
+    }
+    for state in _DATA_STATES:
+        for packet in (I.RECV_DATA, I.RECV_ACK, I.RECV_PING, I.RECV_FIN):
+            t[(state, packet)] = state
+    for state in _LIVE:
+        t[(state, I.RECV_RESET)] = S.FAILED
+        t[(state, I.GIVE_UP)] = S.FAILED
+        t[(state, I.PROTOCOL_ERROR)] = S.FAILED
+        t[(state, I.ABORT)] = S.FAILED
+    return t
+
+
+TRANSITIONS: dict[tuple[ConnectionState, Input], ConnectionState] = _build()
+"""``(state, input) -> next state``.  A missing pair is a protocol error (module docstring)."""
+
+TERMINAL = frozenset({S.CLOSED, S.FAILED})
+"""States after which nothing is sent and no timer runs."""
+
+HANDSHAKING = frozenset({S.INITIAL, S.LISTEN, S.SYN_SENT, S.SYN_RECEIVED})
+"""States before the handshake finished (an endpoint treats them as half-open)."""
+
+PACKET_INPUTS: dict[int, Input] = {
+    1: I.RECV_SYN,
+    2: I.RECV_SYN_ACK,
+    3: I.RECV_DATA,
+    4: I.RECV_ACK,
+    5: I.RECV_PING,
+    6: I.RECV_FIN,
+    7: I.RECV_RESET,
+}
+"""Packet type code (``rudp.wire.PacketType``) -> the input it is."""
+
+
+def to_mermaid() -> str:
+    """Render ``TRANSITIONS`` as a mermaid ``stateDiagram-v2``.
+
+    Self-loops are left out (they only say an input is allowed), except that
+    the result stays deterministic: edges are sorted by state and input, and
+    parallel edges between the same two states share one label.
+    """
+    edges: dict[tuple[ConnectionState, ConnectionState], list[str]] = {}
+    for (state, inp), target in sorted(TRANSITIONS.items()):
+        if state is target:
+            continue
+        edges.setdefault((state, target), []).append(inp.name)
+    lines = ["stateDiagram-v2", f"    [*] --> {S.INITIAL.name}", f"    [*] --> {S.LISTEN.name}"]
+    for (state, target), names in sorted(edges.items()):
+        lines.append(f"    {state.name} --> {target.name}: {', '.join(names)}")
+    lines.append(f"    {S.CLOSED.name} --> [*]")
+    lines.append(f"    {S.FAILED.name} --> [*]")
+    return "\n".join(lines) + "\n"

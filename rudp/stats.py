@@ -1,0 +1,72 @@
+"""A snapshot of one connection's counters and estimates (``SansIOConnection.stats``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counters since the connection was created, and the current estimates.
+
+    A frozen copy: reading ``conn.stats`` twice gives two independent snapshots.
+    """
+
+    # --- estimates (RFC 6298) ------------------------------------------------
+    srtt: float | None
+    """Smoothed round-trip time, seconds; None before the first sample."""
+    rttvar: float | None
+    """Round-trip time variation, seconds; None before the first sample."""
+    latest_rtt: float | None
+    """The most recent RTT sample, seconds."""
+    rto: float
+    """Current retransmission timeout including backoff, seconds."""
+    # --- windows ---------------------------------------------------------------
+    cwnd: int
+    """Congestion window, packets."""
+    ssthresh: float
+    """Slow-start threshold, packets (``inf`` before the first loss)."""
+    packets_in_flight: int
+    """Packets sent, not acknowledged and not declared lost."""
+    peer_window: int
+    """The peer's last advertised receive window, packets."""
+    local_window: int
+    """The window we advertise now, packets."""
+    # --- datagrams ---------------------------------------------------------------
+    datagrams_sent: int
+    """Datagrams handed out by ``datagrams_to_send``."""
+    datagrams_received: int
+    """Datagrams passed to ``receive_datagram``, valid or not."""
+    bytes_sent: int
+    """Bytes of all datagrams sent, headers included."""
+    bytes_received: int
+    """Bytes of all datagrams received, headers included."""
+    datagrams_dropped: int
+    """Received datagrams that were dropped: undecodable, wrong connection id,
+    outside the window, acknowledging unsent data, wrong state, ..."""
+    data_packets_sent: int
+    """DATA and FIN packets sent, retransmissions included."""
+    data_packets_received: int
+    """DATA and FIN packets received, duplicates included."""
+    duplicates_received: int
+    """DATA/FIN packets received that we already had."""
+    acks_sent: int
+    """Pure ACK packets sent."""
+    retransmissions: int
+    """DATA/FIN packets sent again (fast retransmit, timeout, probe)."""
+    fast_retransmits: int
+    """Packets declared lost by acknowledgements of later ones, by count or time
+    (RFC 9002 section 6.1), before any timer expired."""
+    tail_probes: int
+    """Tail-loss probes sent (RFC 8985 section 7)."""
+    timeouts: int
+    """Retransmission-timer expiries (RFC 6298 section 5.4)."""
+    # --- messages ----------------------------------------------------------------
+    messages_sent: int
+    """Messages accepted by ``send()``."""
+    messages_acked: int
+    """Messages reported with ``MessageAcknowledged``."""
+    messages_delivered: int
+    """Messages reported with ``MessageReceived``."""
+    send_queue_bytes: int
+    """Bytes of messages sent but not yet acknowledged."""
