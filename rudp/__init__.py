@@ -1,0 +1,91 @@
+"""rudp: reliable, ordered, exactly-once messages over plain UDP.
+
+Ways in:
+
+- ``rudp.socket``: a drop-in for a UDP socket (``import rudp as socket`` also works);
+- ``rudp.connect`` / ``rudp.listen``: blocking connections;
+- ``rudp.aio``: the same over asyncio;
+- ``rudp.SansIOConnection`` and ``rudp.Endpoint``: the sans-IO core, for custom drivers;
+- ``rudp.testing``: the deterministic lossy-network simulator, for property tests.
+"""
+
+from rudp import aio
+from rudp.api import Connection, Listener, connect, listen
+from rudp.compat import (
+    error,
+    gaierror,
+    getaddrinfo,
+    getfqdn,
+    gethostbyname,
+    gethostname,
+    herror,
+    inet_aton,
+    inet_ntoa,
+    timeout,
+)
+from rudp.config import Config
+from rudp.connection import SansIOConnection
+from rudp.endpoint import Endpoint
+from rudp.errors import (
+    BadPacket,
+    ConnectionClosed,
+    ConnectionFailed,
+    LocalProtocolError,
+    MessageTooLarge,
+    PeerUnreachable,
+    RudpError,
+    Timeout,
+)
+from rudp.events import (
+    Closed,
+    Connected,
+    Event,
+    Failed,
+    MessageAcknowledged,
+    MessageReceived,
+    PeerClosed,
+)
+from rudp.sock import AF_INET, AF_INET6, SOCK_DGRAM, BufferTooSmall, socket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AF_INET",
+    "AF_INET6",
+    "SOCK_DGRAM",
+    "BadPacket",
+    "BufferTooSmall",
+    "Closed",
+    "Config",
+    "Connected",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionFailed",
+    "Endpoint",
+    "Event",
+    "Failed",
+    "Listener",
+    "LocalProtocolError",
+    "MessageAcknowledged",
+    "MessageReceived",
+    "MessageTooLarge",
+    "PeerClosed",
+    "PeerUnreachable",
+    "RudpError",
+    "SansIOConnection",
+    "Timeout",
+    "aio",
+    "connect",
+    "error",
+    "gaierror",
+    "getaddrinfo",
+    "getfqdn",
+    "gethostbyname",
+    "gethostname",
+    "herror",
+    "inet_aton",
+    "inet_ntoa",
+    "listen",
+    "socket",
+    "timeout",
+]

@@ -1,0 +1,562 @@
+"""Many rudp connections on one UDP socket, sans-IO.
+
+``Endpoint`` is the multiplexer every driver puts between its socket and the
+per-connection sans-IO cores (``rudp.connection.SansIOConnection``).  Like the
+core it does no I/O and reads no clock: the driver passes in what the socket
+received and the current monotonic time, and takes out what to send and when to
+wake up next.
+
+API contract
+============
+
+Addresses are opaque hashable values (the driver normalises them, e.g. IPv6
+4-tuples from ``recvfrom``); the endpoint only compares them for equality.
+
+``Endpoint(config=None, *, accepting=False, backlog=128, rng=None, connection_factory=None)``
+    ``accepting``: create a server-side connection when a SYN arrives from a new
+    (address, client connection id).  ``backlog``: most such connections not yet
+    taken with ``accept()``.  ``rng`` is handed to every connection (seeded in
+    simulations).  ``connection_factory(config, is_client=..., rng=...)`` makes
+    the cores (default ``SansIOConnection``; tests may inject another).
+
+``connect(address, now, config=None) -> Association``
+    Open a client connection; its SYN is in the next ``datagrams_to_send``.
+
+``receive_datagram(data, address, now)`` / ``receive_datagrams(pairs, now)``
+    Route what the socket read.  The datagram is decoded once with
+    ``rudp.wire.decode``; a SYN (connection id 0) goes to the connection made
+    for (address, the SYN's source connection id), created if accepting; any
+    other packet goes to the connection whose *local* id is in its header.  An
+    undecodable datagram, an unknown or closed connection id, a packet whose
+    source address differs from the connection's peer (no migration in
+    version 1) and a SYN refused by a full backlog are dropped and counted in
+    ``stats``.  Never raises for network input.
+
+``datagrams_to_send(now) -> list[tuple[bytes, address]]``
+    Everything queued by every connection touched since the last call.
+
+``get_timer() -> float | None`` / ``handle_timer(now)``
+    Earliest deadline over all connections; fire every connection whose
+    deadline is ``<= now``.
+
+``next_event() -> tuple[Association, Event] | None``
+    Next event of any connection, tagged with its association.  Associations
+    whose ``paused`` flag is set are skipped (a driver pauses one whose
+    application-side queue is full, so the core keeps counting unread messages
+    against its receive window: back-pressure) unless their connection is
+    terminated.  Clearing ``paused`` makes them eligible again.
+
+``accept(established_only=False) -> Association | None``
+    Oldest not-yet-accepted server connection (possibly still handshaking, or
+    already closed by a peer that sent and left: its messages are still there).
+    ``len(endpoint)`` counts live associations (a client driver may close its
+    socket when it reaches 0).
+
+``Association``
+    ``.connection`` (the core: read ``state``, ``stats``, ``send_queue_bytes``,
+    ``is_closed`` directly), ``.address``, ``.initiated_locally``,
+    ``.accepted``, ``.established``, ``.paused``, ``.context`` (free for the
+    driver).  *Mutate the core only through the association* --
+    ``send(data)``, ``close(now)``, ``abort(reason)``, ``next_event()`` -- so
+    the endpoint knows to collect its output and re-read its timer.
+
+The driver loop, in this order (output and timers are re-read after input)::
+
+    endpoint.receive_datagrams(batch, now)
+    endpoint.handle_timer(now)
+    for data, address in endpoint.datagrams_to_send(now): sock.sendto(data, address)
+    while (item := endpoint.next_event()) is not None: ...
+    deadline = endpoint.get_timer()
+
+Costs
+=====
+
+Work is proportional to the connections *touched*, not to all connections:
+input, timers and API calls put an association on a dirty list;
+``datagrams_to_send`` visits only that list and re-reads those connections'
+timers.  Timers live in a binary heap with lazy deletion: each change pushes a
+new entry (O(log n)); ``get_timer`` discards stale entries at the top
+(amortised O(log n)); the heap is rebuilt when stale entries outnumber live ones,
+so it stays O(connections).
+
+Memory bounds
+=============
+
+Terminated connections leave the routing tables as soon as they are seen
+terminated with no timer left (a cleanly closed one first sits out its
+TIME_WAIT, re-acknowledging retransmitted FINs); once their last event has been
+read the endpoint holds no reference to them.  Server connections not yet accepted are bounded by
+``backlog``.  When the backlog is full, a new SYN evicts (aborts) the oldest
+connection still handshaking -- a flood of spoofed SYNs then only recycles
+half-open slots instead of locking real clients out for a whole handshake
+budget -- and is dropped only when every slot is an established connection
+waiting for ``accept()``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rudp.config import Config
+from rudp.errors import BadPacket
+from rudp.events import Connected, Event, Failed
+from rudp.state import ConnectionState
+from rudp.wire import Packet, PacketType, decode, decode_handshake
+
+__all__ = ["Association", "ConnectionFactory", "ConnectionLike", "Endpoint", "EndpointStats"]
+
+_NOT_ESTABLISHED = frozenset(
+    {
+        ConnectionState.INITIAL,
+        ConnectionState.LISTEN,
+        ConnectionState.SYN_SENT,
+        ConnectionState.SYN_RECEIVED,
+        ConnectionState.FAILED,
+    }
+)
+
+Address = Any
+"""A peer address as the driver normalised it (compared for equality only)."""
+
+
+class ConnectionLike(Protocol):
+    """The part of ``SansIOConnection`` the endpoint uses (DESIGN.md, "The sans-IO core")."""
+
+    @property
+    def local_connection_id(self) -> int | None: ...
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    def connect(self, now: float) -> None: ...
+
+    def send(self, message: bytes) -> int: ...
+
+    def abort(self, reason: str) -> None: ...
+
+    def receive_datagram(self, data: bytes, now: float) -> None: ...
+
+    def datagrams_to_send(self, now: float) -> list[bytes]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_event(self) -> Event | None: ...
+
+
+ConnectionFactory = Callable[..., Any]
+"""``factory(config, *, is_client, rng) -> connection`` (a ``ConnectionLike``)."""
+
+
+def _default_factory(config: Config, *, is_client: bool, rng: random.Random | None) -> Any:
+    # Imported lazily so the endpoint can be loaded (and tested with a fake
+    # core) independently of the core module.
+    from rudp.connection import SansIOConnection
+
+    return SansIOConnection(config, is_client=is_client, rng=rng)
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """Counters of one endpoint (connection-level counters live in each core's ``stats``)."""
+
+    datagrams_received: int = 0
+    """Every datagram handed to ``receive_datagram``."""
+    datagrams_sent: int = 0
+    """Datagrams returned by ``datagrams_to_send``."""
+    bad_datagrams: int = 0
+    """Failed ``wire.decode`` (length, checksum, version, type, flags)."""
+    unknown_connection: int = 0
+    """Valid packet for no live connection (or a SYN while not accepting)."""
+    wrong_address: int = 0
+    """Packet for a live connection from another address than its peer's."""
+    syn_refused: int = 0
+    """SYN dropped because the backlog was full of established connections."""
+    half_open_evicted: int = 0
+    """Handshaking connections aborted to make room for a new SYN."""
+    connections_opened: int = 0
+    """Client connections made with ``connect``."""
+    connections_created: int = 0
+    """Server connections created by a SYN."""
+    connections_removed: int = 0
+    """Connections that terminated and left the routing tables."""
+
+
+class Association:
+    """One connection of an endpoint, with its peer address.
+
+    Mutate the core only through these methods so the endpoint collects its
+    output and re-reads its timer; read anything from ``connection``.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_endpoint",
+        "_paused",
+        "_syn_key",
+        "_timer",
+        "accepted",
+        "address",
+        "connection",
+        "context",
+        "established",
+        "initiated_locally",
+    )
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        connection: Any,
+        address: Address,
+        *,
+        initiated_locally: bool,
+        syn_key: tuple[Address, int] | None = None,
+    ) -> None:
+        self._endpoint = endpoint
+        self.connection: Any = connection
+        """The sans-IO core (``SansIOConnection``)."""
+        self.address: Address = address
+        """The peer's address; every datagram of this connection goes there."""
+        self.initiated_locally = initiated_locally
+        """True for ``connect()``, False for a connection created by a peer's SYN."""
+        self.accepted = initiated_locally
+        """Handed out by ``accept()`` (always true for local connections)."""
+        self.established = False
+        """A ``Connected`` event has been read for it."""
+        self.context: Any = None
+        """Free for the driver (e.g. its per-connection queue)."""
+        self._paused = False
+        self._syn_key = syn_key
+        self._timer: float | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Association {self.address!r} "
+            f"{'client' if self.initiated_locally else 'server'} "
+            f"id={self.connection.local_connection_id}>"
+        )
+
+    @property
+    def paused(self) -> bool:
+        """While true, ``Endpoint.next_event`` skips this association (unless terminated)."""
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._paused = value
+        if not value:
+            self._endpoint._eventful[self] = None
+
+    def send(self, message: bytes) -> int:
+        """Queue a message (``SansIOConnection.send``); returns its message id."""
+        message_id: int = self.connection.send(message)
+        self._endpoint._touch(self)
+        return message_id
+
+    def close(self, now: float) -> None:
+        """Graceful close: FIN after every queued message."""
+        try:
+            self.connection.close(now)
+        except TypeError:  # a core whose close() takes no time argument
+            self.connection.close()
+        self._endpoint._touch(self)
+
+    def abort(self, reason: str) -> None:
+        """Abortive close: RESET to the peer, ``Failed`` locally."""
+        self.connection.abort(reason)
+        self._endpoint._touch(self)
+
+    def next_event(self) -> Event | None:
+        """Next event of this connection only (reading may re-open the receive window)."""
+        event: Event | None = self.connection.next_event()
+        if event is not None:
+            self._endpoint._on_event(self, event)
+        return event
+
+
+class Endpoint:
+    """Sans-IO multiplexer of many connections over one UDP socket (see the module docs)."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        accepting: bool = False,
+        backlog: int = 128,
+        rng: random.Random | None = None,
+        connection_factory: ConnectionFactory | None = None,
+    ) -> None:
+        if backlog < 1:
+            raise ValueError("backlog must be at least 1")
+        self.config = config if config is not None else Config()
+        """Config of every connection (``connect`` may override it per connection)."""
+        self.accepting = accepting
+        """Create server connections for SYNs from new peers."""
+        self.backlog = backlog
+        """Most server connections waiting for ``accept()``."""
+        self.stats = EndpointStats()
+        """Endpoint-level counters."""
+        self._rng = rng
+        self._factory: ConnectionFactory = connection_factory or _default_factory
+        self._by_id: dict[int, Association] = {}
+        self._by_syn: dict[tuple[Address, int], Association] = {}
+        # Insertion-ordered dicts used as ordered sets.
+        self._pending: dict[Association, None] = {}  # server connections not yet accepted
+        self._dirty: dict[Association, None] = {}  # output / timer may have changed
+        self._eventful: dict[Association, None] = {}  # may have events
+        self._heap: list[tuple[float, int, Association]] = []
+        self._tiebreak = itertools.count()
+        # Fast path for the one-connection case is not worth the branches:
+        # dicts are O(1) and the driver batches.
+
+    # --- introspection ---------------------------------------------------
+
+    @property
+    def associations(self) -> list[Association]:
+        """Live (not yet terminated) associations."""
+        return list(self._by_id.values())
+
+    def __len__(self) -> int:
+        """Number of live (not yet terminated) associations."""
+        return len(self._by_id)
+
+    @property
+    def pending_count(self) -> int:
+        """Server connections waiting for ``accept()``."""
+        return len(self._pending)
+
+    # --- opening ---------------------------------------------------------
+
+    def connect(self, address: Address, now: float, config: Config | None = None) -> Association:
+        """Open a client connection to ``address``; its SYN goes out with the next output."""
+        connection = self._new_connection(config or self.config, is_client=True)
+        connection.connect(now)
+        assoc = Association(self, connection, address, initiated_locally=True)
+        self._register(assoc)
+        self.stats.connections_opened += 1
+        self._touch(assoc)
+        return assoc
+
+    def accept(self, *, established_only: bool = False) -> Association | None:
+        """The oldest server connection not yet accepted, or None.
+
+        With ``established_only`` skip connections whose ``Connected`` event has
+        not been read yet (a TCP-like ``accept``); they stay pending.
+        """
+        for assoc in self._pending:
+            if established_only and not assoc.established:
+                continue
+            del self._pending[assoc]
+            assoc.accepted = True
+            return assoc
+        return None
+
+    def _new_connection(self, config: Config, *, is_client: bool) -> Any:
+        # Connection ids are 64-bit random: a collision is a 2**-64 event per
+        # pair, but routing must never hand one peer's packets to another.
+        for _ in range(8):
+            connection = self._factory(config, is_client=is_client, rng=self._rng)
+            cid = connection.local_connection_id
+            if cid is None or cid not in self._by_id:
+                return connection
+        raise RuntimeError("could not draw a unique connection id (broken rng?)")
+
+    def _register(self, assoc: Association) -> None:
+        cid = assoc.connection.local_connection_id
+        if cid is not None:
+            self._by_id[cid] = assoc
+
+    # --- input -----------------------------------------------------------
+
+    def receive_datagrams(self, datagrams: Iterable[tuple[bytes, Address]], now: float) -> None:
+        """Route a batch of (datagram, source address) pairs."""
+        for data, address in datagrams:
+            self.receive_datagram(data, address, now)
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        """Route one datagram read from the socket.  Never raises for network input."""
+        self.stats.datagrams_received += 1
+        try:
+            packet = decode(data)
+        except BadPacket:
+            self.stats.bad_datagrams += 1
+            return
+        if packet.type is PacketType.SYN and packet.connection_id == 0:
+            assoc = self._route_syn(packet, address, now)
+            if assoc is None:
+                return
+        else:
+            found = self._by_id.get(packet.connection_id)
+            if found is None:
+                self.stats.unknown_connection += 1
+                return
+            if found.address != address:
+                self.stats.wrong_address += 1
+                return
+            assoc = found
+        receive_packet = getattr(assoc.connection, "receive_packet", None)
+        if receive_packet is not None:
+            receive_packet(packet, now)
+        else:  # core without the decoded-packet entry point: it decodes again
+            assoc.connection.receive_datagram(data, now)
+        self._touch(assoc)
+
+    def _route_syn(self, packet: Packet, address: Address, now: float) -> Association | None:
+        try:
+            handshake = decode_handshake(packet.payload)
+        except BadPacket:
+            self.stats.bad_datagrams += 1
+            return None
+        key = (address, handshake.source_connection_id)
+        assoc = self._by_syn.get(key)
+        if assoc is not None:
+            return assoc  # retransmitted SYN: the core resends its SYN_ACK
+        if not self.accepting:
+            self.stats.unknown_connection += 1
+            return None
+        if len(self._pending) >= self.backlog and not self._evict_half_open():
+            self.stats.syn_refused += 1
+            return None
+        connection = self._new_connection(self.config, is_client=False)
+        assoc = Association(self, connection, address, initiated_locally=False, syn_key=key)
+        self._by_syn[key] = assoc
+        self._register(assoc)
+        self._pending[assoc] = None
+        self.stats.connections_created += 1
+        return assoc
+
+    def _evict_half_open(self) -> bool:
+        for assoc in self._pending:
+            if not self._is_established(assoc):
+                del self._pending[assoc]
+                assoc.abort("evicted from a full accept backlog")
+                self._refresh(assoc)
+                self.stats.half_open_evicted += 1
+                return True
+        return False
+
+    @staticmethod
+    def _is_established(assoc: Association) -> bool:
+        """Handshake done (its ``Connected`` was read, or the core's state says so)."""
+        if assoc.established:
+            return True
+        flag = getattr(assoc.connection, "is_established", None)
+        if flag is not None:
+            return bool(flag)
+        state = getattr(assoc.connection, "state", None)  # a core without the flag
+        return state is not None and state not in _NOT_ESTABLISHED
+
+    # --- output and timers -------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Every datagram queued by the connections touched since the last call."""
+        out: list[tuple[bytes, Address]] = []
+        while self._dirty:
+            dirty = self._dirty
+            self._dirty = {}
+            for assoc in dirty:
+                address = assoc.address
+                out.extend([(data, address) for data in assoc.connection.datagrams_to_send(now)])
+                self._refresh(assoc)
+        self.stats.datagrams_sent += len(out)
+        return out
+
+    def get_timer(self) -> float | None:
+        """Earliest absolute deadline over all connections, or None."""
+        for assoc in self._dirty:
+            self._refresh_timer(assoc)
+        heap = self._heap
+        while heap:
+            deadline, _, assoc = heap[0]
+            if assoc._timer == deadline:
+                return deadline
+            heapq.heappop(heap)  # stale: that connection's timer moved
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire the timer of every connection whose deadline is ``<= now``."""
+        for assoc in list(self._dirty):
+            self._refresh_timer(assoc)
+        heap = self._heap
+        due: list[Association] = []
+        while heap and heap[0][0] <= now:
+            deadline, _, assoc = heapq.heappop(heap)
+            if assoc._timer == deadline:
+                assoc._timer = None
+                due.append(assoc)
+        for assoc in due:
+            assoc.connection.handle_timer(now)
+            self._touch(assoc)
+
+    def _touch(self, assoc: Association) -> None:
+        self._dirty[assoc] = None
+        self._eventful[assoc] = None
+
+    def _refresh(self, assoc: Association) -> None:
+        """Re-read the timer; unroute the connection once it is over.
+
+        A cleanly closed connection may still have a timer (TIME_WAIT: it
+        re-acknowledges a retransmitted FIN for ``close_linger``), so it stays
+        routable until that timer is gone too.
+        """
+        self._refresh_timer(assoc)
+        if assoc._timer is None and assoc.connection.is_closed:
+            self._unroute(assoc)
+
+    def _refresh_timer(self, assoc: Association) -> None:
+        deadline = assoc.connection.get_timer()
+        if deadline != assoc._timer:
+            assoc._timer = deadline
+            if deadline is not None:
+                heapq.heappush(self._heap, (deadline, next(self._tiebreak), assoc))
+                if len(self._heap) > 2 * len(self._by_id) + 64:
+                    self._compact_heap()
+
+    def _compact_heap(self) -> None:
+        self._heap = [entry for entry in self._heap if entry[2]._timer == entry[0]]
+        heapq.heapify(self._heap)
+
+    def _unroute(self, assoc: Association) -> None:
+        cid = assoc.connection.local_connection_id
+        if cid is not None and self._by_id.get(cid) is assoc:
+            del self._by_id[cid]
+            self.stats.connections_removed += 1
+        if assoc._syn_key is not None and self._by_syn.get(assoc._syn_key) is assoc:
+            del self._by_syn[assoc._syn_key]
+        assoc._timer = None
+        if not self._is_established(assoc):
+            # A handshake that failed has nothing for accept() to hand out.
+            self._pending.pop(assoc, None)
+
+    # --- events ------------------------------------------------------------
+
+    def next_event(self) -> tuple[Association, Event] | None:
+        """Next event of any connection (paused ones skipped unless terminated)."""
+        eventful = self._eventful
+        while eventful:
+            assoc = next(iter(eventful))
+            connection = assoc.connection
+            if assoc._paused and not connection.is_closed:
+                del eventful[assoc]
+                continue
+            event: Event | None = connection.next_event()
+            if event is None:
+                del eventful[assoc]
+                continue
+            self._on_event(assoc, event)
+            return assoc, event
+        return None
+
+    def _on_event(self, assoc: Association, event: Event) -> None:
+        # Reading an event may re-open the receive window (a window update to send).
+        self._dirty[assoc] = None
+        if isinstance(event, Connected):
+            assoc.established = True
+        elif isinstance(event, Failed) and not assoc.established:
+            self._pending.pop(assoc, None)

@@ -1,0 +1,483 @@
+"""``rudp.socket``: a drop-in for a UDP ``socket.socket`` that never loses a message.
+
+Replace ``socket.socket(socket.AF_INET, socket.SOCK_DGRAM)`` with
+``rudp.socket(rudp.AF_INET, rudp.SOCK_DGRAM)`` and the program keeps working,
+with every message delivered exactly once and in order per peer.
+
+Semantics, where they differ from UDP or need a choice
+======================================================
+
+- *Associations* open implicitly both ways: the first ``sendto`` to a new
+  address starts a handshake (messages wait for it); a SYN from a new address
+  creates one.  Replies go back on the association the peer opened, so a
+  request/response exchange costs one handshake.
+- ``recvfrom`` returns messages in arrival order across peers and in send order
+  per peer.  After ``connect(address)`` ``recv``/``recvfrom`` return only that
+  peer's messages and discard others, as the kernel does for a connected UDP
+  socket.
+- **bufsize**: a message longer than ``bufsize`` is *not* returned: the call
+  raises ``BufferTooSmall`` (an ``OSError`` with ``errno.EMSGSIZE``, carrying
+  ``message_size``) and the message stays at the head of the queue, so calling
+  again with a large enough buffer gets it.  UDP would truncate silently; a
+  reliable socket must not lose the tail of a message.
+- ``sendto``/``send`` return ``len(data)`` and block only while the
+  association's unacknowledged bytes exceed ``send_buffer`` (option, default
+  4 MiB); a non-blocking socket raises ``BlockingIOError`` instead, a timeout
+  raises ``rudp.Timeout``.
+- **Errors**: when an association gives up (the peer stopped answering within
+  ``peer_timeout``) *with messages it never acknowledged*, the next call on the
+  socket -- or a call blocked in it -- raises ``rudp.PeerUnreachable`` with
+  ``.undelivered`` = those payloads in send order and ``.address``.  A peer
+  that merely went away with nothing owed to it is not an error, as with UDP.
+- **close()** closes every association gracefully and lingers up to
+  ``linger`` seconds (option, default 5.0) until queued messages are
+  acknowledged and the closes complete; afterwards ``undelivered`` lists what
+  never got through (empty in the normal case).  ``linger=0`` closes at once.
+- Timeouts raise ``rudp.Timeout``, a ``TimeoutError``, i.e. ``socket.timeout``.
+- ``fileno()`` is not provided: the UDP socket's descriptor becomes readable for
+  protocol traffic, not for whole messages, so ``select`` on it would lie.
+- Options: any ``rudp.Config`` field name, plus ``linger``, ``send_buffer``
+  and ``backlog`` (half-open associations from new peers).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import errno
+import socket as _socket
+import time
+import weakref
+from types import TracebackType
+from typing import Any
+
+from rudp.config import Config
+from rudp.drivers.blocking import Engine, channel
+from rudp.endpoint import Association
+from rudp.errors import (
+    LocalProtocolError,
+    MessageTooLarge,
+    PeerUnreachable,
+    RudpError,
+    Timeout,
+)
+from rudp.events import Closed, Connected, Event, Failed, MessageReceived, PeerClosed
+from rudp.state import ConnectionState
+
+__all__ = ["AF_INET", "AF_INET6", "SOCK_DGRAM", "BufferTooSmall", "socket"]
+
+AF_INET = _socket.AF_INET
+AF_INET6 = _socket.AF_INET6
+SOCK_DGRAM = _socket.SOCK_DGRAM
+
+DEFAULT_LINGER = 5.0
+"""Seconds ``close()`` waits for queued messages to be acknowledged."""
+
+DEFAULT_SEND_BUFFER = 4 * 1024 * 1024
+"""Unacknowledged bytes per association before ``sendto`` blocks."""
+
+_RESOLVE_CACHE_SIZE = 256
+
+
+class BufferTooSmall(RudpError, OSError):
+    """``recv``/``recvfrom`` was given a ``bufsize`` smaller than the next message.
+
+    The message stays queued; call again with ``bufsize >= message_size``.
+    """
+
+    def __init__(self, message_size: int, bufsize: int) -> None:
+        super().__init__(
+            errno.EMSGSIZE,
+            f"next message is {message_size} bytes, bufsize is {bufsize}; "
+            "it stays queued: call again with a larger bufsize",
+        )
+        self.message_size = message_size
+        self.bufsize = bufsize
+
+
+_CLOSE_DONE = frozenset(
+    {
+        ConnectionState.FIN_WAIT,  # our FIN (after all our data) is acknowledged
+        ConnectionState.TIME_WAIT,
+        ConnectionState.CLOSED,
+        ConnectionState.FAILED,
+    }
+)
+
+
+def _close_done(assoc: Association) -> bool:
+    """Everything we sent, FIN included, is acknowledged (or the association is over)."""
+    return channel(assoc).terminated or assoc.connection.state in _CLOSE_DONE
+
+
+def _acknowledged(assoc: Association) -> bool:
+    """Nothing sent on the association waits for an acknowledgement."""
+    ch = channel(assoc)
+    if ch.terminated or assoc.connection.send_queue_bytes:
+        return ch.terminated
+    # A paused channel's acknowledgements wait behind unread messages: trust the
+    # core's byte count then (it misses only empty messages).
+    return not ch.payloads or assoc.paused
+
+
+def _unacknowledged(assoc: Association) -> tuple[bytes, ...]:
+    ch = channel(assoc)
+    if ch.failure is not None:
+        return ch.undelivered
+    return tuple(payload for _, payload in sorted(ch.payloads.items()))
+
+
+_open_sockets: weakref.WeakSet[socket] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Linger for unacknowledged messages of sockets the program never closed.
+
+    A UDP program may exit right after its last ``sendto``; the kernel would
+    still transmit that datagram, so a drop-in must still deliver the message.
+    """
+    for sock in list(_open_sockets):
+        sock.close()
+
+
+def _closed_error() -> OSError:
+    return OSError(errno.EBADF, "Bad file descriptor")
+
+
+class socket:
+    """A reliable, message-oriented replacement for a UDP socket (see the module docs)."""
+
+    def __init__(
+        self,
+        family: int = AF_INET,
+        type: int = SOCK_DGRAM,
+        proto: int = 0,
+        **options: Any,
+    ) -> None:
+        if family not in (AF_INET, AF_INET6):
+            raise ValueError(f"rudp.socket supports AF_INET and AF_INET6, not {family!r}")
+        if type != SOCK_DGRAM:
+            raise ValueError(
+                f"rudp.socket is message-oriented: type must be SOCK_DGRAM, not {type!r}"
+            )
+        if proto not in (0, _socket.IPPROTO_UDP):
+            raise ValueError(f"rudp.socket runs over UDP; proto {proto!r} is not supported")
+        self.linger = float(options.pop("linger", DEFAULT_LINGER))
+        """Seconds ``close()`` lingers for unacknowledged messages."""
+        self.send_buffer = int(options.pop("send_buffer", DEFAULT_SEND_BUFFER))
+        """Unacknowledged bytes per peer before a send blocks."""
+        backlog = int(options.pop("backlog", 128))
+        config = Config.from_options(options)
+        self.family = family
+        """Address family, as for ``socket.socket``."""
+        self.type = SOCK_DGRAM
+        """Always ``SOCK_DGRAM``."""
+        self.proto = proto
+        """As given (0)."""
+        self.undelivered: tuple[bytes, ...] = ()
+        """After ``close()``: payloads that were still unacknowledged when ``linger`` ran out."""
+        self._timeout: float | None = None
+        self._peer: Any = None
+        self._peers: dict[Any, Association] = {}
+        self._ready: collections.deque[Association] = collections.deque()
+        self._errors: collections.deque[PeerUnreachable] = collections.deque()
+        self._resolved: dict[Any, Any] = {}
+        self._engine = Engine(
+            family, config, accepting=True, backlog=backlog, on_event=self._on_event
+        )
+        self._engine.start()
+        _open_sockets.add(self)
+
+    # --- context manager, repr ------------------------------------------------
+
+    def __enter__(self) -> socket:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._engine.closed else f"laddr={self._engine.sock.getsockname()!r}"
+        return f"<rudp.socket family={self.family!r} {state}>"
+
+    # --- addresses ------------------------------------------------------------
+
+    def bind(self, address: Any) -> None:
+        """Bind the UDP socket, exactly as ``socket.bind``."""
+        self._check_open()
+        self._engine.sock.bind(address)
+
+    def connect(self, address: Any) -> None:
+        """Set the default peer for ``send``/``recv`` (no packet is sent yet).
+
+        Like UDP's ``connect`` it binds an unbound socket and makes the kernel
+        filter datagrams from other addresses, so ``getsockname()`` reports the
+        local address the route to the peer uses.
+        """
+        self._check_open()
+        peer = self._resolve(address)
+        with self._engine.cond:
+            self._engine.sock.connect(peer)
+            self._peer = peer
+
+    def getsockname(self) -> Any:
+        """The bound address (``('0.0.0.0', 0)`` before bind or first send, like UDP)."""
+        self._check_open()
+        return self._engine.sock.getsockname()
+
+    def getpeername(self) -> Any:
+        """The ``connect()``-ed peer; ``OSError(ENOTCONN)`` if none."""
+        self._check_open()
+        if self._peer is None:
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return self._peer
+
+    def _resolve(self, address: Any) -> Any:
+        """Normalise an address to what ``recvfrom`` reports, so associations match."""
+        try:
+            return self._resolved[address]
+        except (KeyError, TypeError):
+            pass
+        if not isinstance(address, tuple) or len(address) < 2:
+            raise TypeError(f"address must be a (host, port) tuple, not {address!r}")
+        host = address[0] or ("::1" if self.family == AF_INET6 else "127.0.0.1")
+        infos = _socket.getaddrinfo(host, address[1], self.family, SOCK_DGRAM)
+        resolved: Any = infos[0][4]
+        if self.family == AF_INET6 and len(address) == 4:
+            resolved = (resolved[0], resolved[1], address[2], address[3])
+        if len(self._resolved) >= _RESOLVE_CACHE_SIZE:
+            self._resolved.clear()
+        self._resolved[address] = resolved
+        return resolved
+
+    # --- timeouts -------------------------------------------------------------
+
+    def settimeout(self, value: float | None) -> None:
+        """None: block; 0: non-blocking; > 0: raise ``rudp.Timeout`` after that long."""
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        """The current timeout (None when blocking)."""
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        """``setblocking(False)`` is ``settimeout(0.0)``, ``True`` is ``settimeout(None)``."""
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        """True unless the timeout is 0."""
+        return self._timeout != 0.0
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    # --- sending ----------------------------------------------------------------
+
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        """Send one message to ``address`` (``sendto(data[, flags], address)``)."""
+        target = flags_or_address if address is None else address
+        return self._send(bytes(data), self._resolve(target))
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """Send one message to the ``connect()``-ed peer."""
+        if self._peer is None:
+            raise OSError(errno.EDESTADDRREQ, "Destination address required")
+        return self._send(bytes(data), self._peer)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Same as ``send`` (a message is always sent whole)."""
+        self.send(data, flags)
+
+    def _send(self, data: bytes, address: Any) -> int:
+        engine = self._engine
+        deadline = self._deadline()
+        if len(data) > engine.config.max_message_size:
+            # Checked before an association is opened for nothing.
+            raise MessageTooLarge(
+                f"message of {len(data)} bytes exceeds max_message_size "
+                f"({engine.config.max_message_size})"
+            )
+        with engine.cond:
+            self._check_open()
+            self._raise_pending_error()
+            assoc = self._association_for(address)
+            limit = self.send_buffer
+
+            def room() -> bool:
+                queued: int = assoc.connection.send_queue_bytes
+                return queued == 0 or queued + len(data) <= limit or channel(assoc).terminated
+
+            if not room():
+                if self._timeout == 0.0:
+                    raise BlockingIOError(errno.EAGAIN, "send buffer full")
+                engine.wait_until(lambda: room() or bool(self._errors), deadline)
+                self._check_open()
+                self._raise_pending_error()
+                if channel(assoc).terminated:
+                    assoc = self._association_for(address)
+            try:
+                message_id = assoc.send(data)
+            except MessageTooLarge:
+                raise
+            except LocalProtocolError:
+                # The association is closing (the peer closed it): start a new one.
+                self._forget(assoc)
+                assoc = self._association_for(address)
+                message_id = assoc.send(data)
+            channel(assoc).payloads[message_id] = data
+            engine.pump()
+        return len(data)
+
+    def _association_for(self, address: Any) -> Association:
+        assoc = self._peers.get(address)
+        if assoc is not None:
+            ch = channel(assoc)
+            if not (ch.terminated or ch.peer_closed):
+                return assoc
+        assoc = self._engine.endpoint.connect(address, self._engine.now())
+        channel(assoc)
+        self._peers[address] = assoc
+        return assoc
+
+    def _forget(self, assoc: Association) -> None:
+        if self._peers.get(assoc.address) is assoc:
+            del self._peers[assoc.address]
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every peer acknowledged every message sent so far (rudp extra).
+
+        Raises ``rudp.PeerUnreachable`` if an association gives up meanwhile and
+        ``rudp.Timeout`` after ``timeout`` seconds.
+        """
+        engine = self._engine
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def flushed() -> bool:
+            return bool(self._errors) or all(
+                _acknowledged(assoc) for assoc in engine.endpoint.associations
+            )
+
+        with engine.cond:
+            self._check_open()
+            engine.wait_until(flushed, deadline)
+            self._check_open()
+            self._raise_pending_error()
+
+    # --- receiving --------------------------------------------------------------
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        """Next message and its sender's address (see the module docs for ``bufsize``)."""
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        engine = self._engine
+        deadline = self._deadline()
+        peek = bool(flags & _socket.MSG_PEEK)
+        with engine.cond:
+            while True:
+                self._check_open()
+                self._raise_pending_error()
+                self._discard_foreign()
+                if self._ready:
+                    break
+                if self._timeout == 0.0:
+                    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+                engine.wait_until(lambda: bool(self._ready or self._errors), deadline)
+            assoc = self._ready[0]
+            inbox = channel(assoc).inbox
+            message = inbox[0]
+            if len(message) > bufsize:
+                raise BufferTooSmall(len(message), bufsize)
+            if not peek:
+                self._ready.popleft()
+                channel(assoc).pop()
+                engine.resume(assoc)
+            return message, assoc.address
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Next message (of the ``connect()``-ed peer, if connected)."""
+        return self.recvfrom(bufsize, flags)[0]
+
+    def _discard_foreign(self) -> None:
+        """On a connected socket, drop messages from other peers (as UDP's kernel filter does)."""
+        if self._peer is None:
+            return
+        while self._ready and self._ready[0].address != self._peer:
+            assoc = self._ready.popleft()
+            channel(assoc).pop()
+            self._engine.resume(assoc)
+
+    # --- events and errors -------------------------------------------------------
+
+    def _on_event(self, assoc: Association, event: Event) -> None:
+        """Engine callback (cond held): track readiness, peers and failures."""
+        if isinstance(event, MessageReceived):
+            self._ready.append(assoc)
+        elif isinstance(event, Connected):
+            endpoint = self._engine.endpoint
+            while endpoint.accept(established_only=True) is not None:
+                pass  # every peer is accepted implicitly; only half-open ones wait
+            current = self._peers.get(assoc.address)
+            if current is None or (current is not assoc and _acknowledged(current)):
+                # Answer on the association the peer opened: no second handshake.
+                # An older association to the same address is replaced only when
+                # idle (the peer restarted, or both opened at once), so messages
+                # to one peer never straddle two associations out of order.
+                self._peers[assoc.address] = assoc
+        elif isinstance(event, PeerClosed | Closed):
+            self._forget(assoc)
+        elif isinstance(event, Failed):
+            self._forget(assoc)
+            ch = channel(assoc)
+            if ch.undelivered:
+                error = PeerUnreachable(f"{event.reason} (peer {assoc.address!r})", ch.undelivered)
+                error.address = assoc.address  # type: ignore[attr-defined]
+                self._errors.append(error)
+
+    def _raise_pending_error(self) -> None:
+        if self._errors:
+            raise self._errors.popleft()
+
+    def _check_open(self) -> None:
+        if self._engine.closed:
+            raise _closed_error()
+
+    # --- closing --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every association gracefully, lingering up to ``linger`` seconds."""
+        engine = self._engine
+        with engine.cond:
+            if engine.closed:
+                return
+            now = engine.now()
+            live = [a for a in engine.endpoint.associations if not channel(a).terminated]
+            for assoc in live:
+                with contextlib.suppress(LocalProtocolError):  # already closing
+                    assoc.close(now)
+            engine.pump()
+            if self.linger > 0:
+                with contextlib.suppress(Timeout):
+                    engine.wait_until(
+                        lambda: all(_close_done(a) for a in live),
+                        time.monotonic() + self.linger,
+                    )
+            self.undelivered = tuple(
+                payload for assoc in live for payload in _unacknowledged(assoc)
+            )
+        engine.close()
+        _open_sockets.discard(self)
+
+    def detach(self) -> int:
+        """Not supported: the UDP descriptor is owned by the I/O thread."""
+        raise OSError(errno.EOPNOTSUPP, "rudp.socket cannot be detached")
