@@ -1,0 +1,447 @@
+"""Tests of the ``rudp`` command (rudp/cli.py) and its file protocol (rudp/filetransfer.py).
+
+End-to-end tests run ``python -m rudp`` in subprocesses on loopback with
+ephemeral ports (each process announces its address on stderr), every wait
+bounded.  The protocol's failure paths are tested in-process against a scripted
+connection, which makes them deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import rudp
+from rudp import filetransfer
+from rudp.errors import ConnectionClosed
+from rudp.filetransfer import FileHeader, TransferError, Verdict, safe_name
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)")
+
+
+class Proc:
+    """A subprocess whose stdout/stderr lines are collected by reader threads."""
+
+    def __init__(self, args: list[str], **kwargs: object) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            **kwargs,  # type: ignore[call-overload]
+        )
+        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.readers = [
+            threading.Thread(target=self._read, args=(self.popen.stdout, self.out, "out")),
+            threading.Thread(target=self._read, args=(self.popen.stderr, self.err, "err")),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, stream: object, sink: list[str], name: str) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            sink.append(line)
+            self.lines.put((name, line))
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float = 30.0) -> re.Match[str]:
+        """The first output line matching ``pattern`` (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line matching {pattern.pattern!r}: {self.text}")
+            try:
+                _, line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            match = pattern.search(line)
+            if match is not None:
+                return match
+
+    def port(self) -> int:
+        return int(self.wait_for(LISTENING).group(2))
+
+    def finish(self, timeout: float = 60.0) -> int:
+        """Wait for the exit (bounded) and for the reader threads."""
+        try:
+            code = self.popen.wait(timeout=timeout)
+        finally:
+            if self.popen.poll() is None:
+                self.popen.kill()
+                self.popen.wait()
+            for reader in self.readers:
+                reader.join(10)
+            for stream in (self.popen.stdout, self.popen.stderr):
+                if stream is not None:
+                    stream.close()
+        return code
+
+    def terminate(self) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.finish(15)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.out) + "".join(self.err)
+
+
+def rudp_cli(*args: str) -> Proc:
+    return Proc([sys.executable, "-m", "rudp", *args])
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Every process a test starts; killed at the end whatever happened."""
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+        proc.finish(10)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_file(path: Path, size: int, seed: int = 0) -> Path:
+    """Pseudo-random content (seeded, fast: a hash chain of 1 MiB blocks)."""
+    block = hashlib.sha512(str(seed).encode()).digest() * 16384  # 1 MiB
+    with open(path, "wb") as f:
+        for i in range(0, size, len(block)):
+            f.write(bytes([i // len(block) % 256]) + block[1 : min(len(block), size - i)])
+    assert path.stat().st_size == size
+    return path
+
+
+# --- end to end through the lossy proxy -------------------------------------------
+
+
+@pytest.mark.slow
+def test_20mb_transfer_through_lossy_proxy(tmp_path: Path, procs: list[Proc]) -> None:
+    src = make_file(tmp_path / "big.bin", 20 * 1024 * 1024)
+    out = tmp_path / "out"
+    out.mkdir()
+    receiver = rudp_cli("recv", "--listen", "127.0.0.1:0", "--output", str(out), "--once")
+    procs.append(receiver)
+    recv_port = receiver.port()
+    proxy = rudp_cli(
+        "proxy",
+        "--listen", "127.0.0.1:0",
+        "--upstream", f"127.0.0.1:{recv_port}",
+        "--loss", "0.01", "--dup", "0.01", "--reorder", "0.02", "--corrupt", "0.005",
+        "--seed", "42",
+    )  # fmt: skip
+    procs.append(proxy)
+    proxy_port = proxy.port()
+    sender = rudp_cli("send", str(src), f"127.0.0.1:{proxy_port}", "--peer-timeout", "20s")
+    procs.append(sender)
+
+    assert sender.finish(100) == 0, sender.text
+    assert receiver.finish(30) == 0, receiver.text
+    assert "sha256 verified by the receiver" in sender.text
+    assert sha256(out / "big.bin") == sha256(src)
+    assert os.listdir(out) == ["big.bin"]  # no partial file left behind
+
+    assert proxy.terminate() == 0, proxy.text  # SIGTERM is a clean stop
+    stats = proxy.text
+    assert "rudp proxy stats" in stats
+    drops = [int(n) for n in re.findall(r"dropped_loss (\d+)", stats)]
+    corrupted = [int(n) for n in re.findall(r"corrupted (\d+)", stats)]
+    assert sum(drops) > 0 and sum(corrupted) > 0
+
+
+def test_send_to_dead_port_fails_with_a_clear_message(tmp_path: Path, procs: list[Proc]) -> None:
+    src = make_file(tmp_path / "f.bin", 1000)
+    # A bound socket that never answers: the handshake gets no reply.
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        sender = rudp_cli(
+            "send", str(src), f"127.0.0.1:{port}", "--peer-timeout", "1s",
+            "--connect-timeout", "3s", "-q",
+        )  # fmt: skip
+        procs.append(sender)
+        code = sender.finish(60)
+    assert code == 1, sender.text
+    assert re.search(r"^rudp: (could not connect|peer unreachable)", "".join(sender.err), re.M)
+
+
+def test_interrupted_transfer_leaves_no_partial_file(tmp_path: Path, procs: list[Proc]) -> None:
+    src = make_file(tmp_path / "big.bin", 64 * 1024 * 1024)
+    out = tmp_path / "out"
+    out.mkdir()
+    receiver = rudp_cli(
+        "recv", "--listen", "127.0.0.1:0", "--output", str(out), "--once",
+        "--peer-timeout", "1s", "--timeout", "60s", "-q",
+    )  # fmt: skip
+    procs.append(receiver)
+    recv_port = receiver.port()
+    # A slow path (8 Mbit/s) so the transfer is surely still running when we cut it.
+    proxy = rudp_cli(
+        "proxy", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{recv_port}",
+        "--rate", "8mbit", "--queue", "1000",
+    )  # fmt: skip
+    procs.append(proxy)
+    proxy_port = proxy.port()
+    sender = rudp_cli("send", str(src), f"127.0.0.1:{proxy_port}", "--peer-timeout", "1s", "-q")
+    procs.append(sender)
+
+    # Wait (bounded) until the receiver is writing its partial file, then cut the path.
+    for _ in range(600):
+        partial = [name for name in os.listdir(out) if ".partial-" in name]
+        if partial:
+            break
+        time.sleep(0.05)
+    assert partial and partial[0].startswith(".big.bin.partial-")
+    proxy.popen.kill()
+
+    assert sender.finish(60) == 1
+    assert "rudp: peer unreachable" in sender.text
+    # The receiver notices the silence, deletes the partial file, keeps waiting
+    # for another sender; interrupt it.
+    receiver.wait_for(re.compile(r"failed: peer unreachable"), timeout=30)
+    assert receiver.terminate() == 0
+    assert os.listdir(out) == []
+
+
+def test_recv_once_times_out_with_nonzero_exit(tmp_path: Path, procs: list[Proc]) -> None:
+    receiver = rudp_cli("recv", "--listen", "127.0.0.1:0", "--output", str(tmp_path), "--once",
+                        "--timeout", "0.5s")  # fmt: skip
+    procs.append(receiver)
+    assert receiver.finish(30) == 1
+    assert "timed out waiting for a file" in receiver.text
+
+
+def test_cli_receiver_with_api_sender_names_are_sanitised(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    receiver = rudp_cli("recv", "--listen", "127.0.0.1:0", "--output", str(out), "-q")
+    procs.append(receiver)
+    port = receiver.port()
+    src = make_file(tmp_path / "data.bin", 300_000, seed=3)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with rudp.connect(("127.0.0.1", port), timeout=10, peer_timeout=10) as conn:
+        for evil in ("../escape.bin", "/etc/escape.bin", "..", "a/../../b"):
+            with pytest.raises(TransferError, match="refused"):
+                filetransfer.send_file(conn, src, name=evil, chunk_size=65536)
+        # A name with directories is reduced to its last component.
+        ok = filetransfer.send_file(conn, src, name="sub/dir/kept.bin", chunk_size=65536)
+        assert ok.sha256 == sha256(src)
+        filetransfer.send_file(conn, empty)  # an empty file works too
+    receiver.wait_for(re.compile(r"received empty"))
+    assert receiver.terminate() == 0
+    assert sorted(os.listdir(out)) == ["empty", "kept.bin"]
+    assert sha256(out / "kept.bin") == sha256(src)
+    assert not (tmp_path / "escape.bin").exists()
+    assert receiver.text.count("refused file name") == 4
+
+
+def test_cli_sends_several_files_to_a_cli_receiver(tmp_path: Path, procs: list[Proc]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    receiver = rudp_cli("recv", "--listen", "127.0.0.1:0", "--output", str(out), "-q")
+    procs.append(receiver)
+    port = receiver.port()
+    files = [make_file(tmp_path / f"f{i}.bin", 100_000 * i + 1, seed=i) for i in range(3)]
+    sender = rudp_cli("send", *map(str, files), f"127.0.0.1:{port}", "--chunk-size", "4096")
+    procs.append(sender)
+    assert sender.finish(60) == 0, sender.text
+    assert sender.text.count("sha256 verified by the receiver") == 3
+    receiver.wait_for(re.compile(r"received f2.bin"))
+    assert receiver.terminate() == 0
+    assert sorted(os.listdir(out)) == ["f0.bin", "f1.bin", "f2.bin"]
+    for f in files:
+        assert sha256(out / f.name) == sha256(f)
+
+
+def test_version_and_usage_errors(procs: list[Proc]) -> None:
+    version = rudp_cli("--version")
+    procs.append(version)
+    assert version.finish(30) == 0
+    assert re.match(r"rudp \S+", version.text)
+    bad = rudp_cli("proxy", "--listen", "127.0.0.1:0", "--upstream", "x", "--loss", "2")
+    procs.append(bad)
+    assert bad.finish(30) == 2
+    assert "usage:" in bad.text
+
+
+# --- the protocol, in-process and deterministic ----------------------------------
+
+
+class ScriptedConnection:
+    """Plays back ``incoming`` messages, records what is sent; then acts closed."""
+
+    def __init__(self, incoming: list[bytes]) -> None:
+        self.incoming = list(incoming)
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        if not self.incoming:
+            raise ConnectionClosed("connection closed by peer")
+        return self.incoming.pop(0)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def header(name: str, data: bytes, chunk: int = 1024, digest: str | None = None) -> bytes:
+    return FileHeader(name, len(data), digest or hashlib.sha256(data).hexdigest(), chunk).encode()
+
+
+def chunks(data: bytes, size: int = 1024) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def verdicts(conn: ScriptedConnection) -> list[Verdict]:
+    return [Verdict.decode_untrusted(m) for m in conn.sent]
+
+
+def test_receiver_saves_verified_files_and_answers(tmp_path: Path) -> None:
+    a, b = os.urandom(5000), b""
+    conn = ScriptedConnection([header("a.bin", a), *chunks(a), header("b.bin", b)])
+    results = list(filetransfer.receive_files(conn, tmp_path))
+    assert [r.name for r in results] == ["a.bin", "b.bin"]
+    assert (tmp_path / "a.bin").read_bytes() == a
+    assert (tmp_path / "b.bin").read_bytes() == b
+    assert [v.ok for v in verdicts(conn)] == [True, True]
+    assert verdicts(conn)[0].sha256 == hashlib.sha256(a).hexdigest()
+
+
+def test_receiver_discards_a_file_whose_digest_differs(tmp_path: Path) -> None:
+    data = os.urandom(3000)
+    errors: list[str] = []
+    conn = ScriptedConnection([header("x.bin", data, digest="0" * 64), *chunks(data)])
+    results = list(
+        filetransfer.receive_files(conn, tmp_path, on_error=lambda n, e: errors.append(str(e)))
+    )
+    assert results == []
+    assert os.listdir(tmp_path) == []
+    [verdict] = verdicts(conn)
+    assert not verdict.ok and verdict.error == "sha256 mismatch"
+    assert errors and "mismatch" in errors[0]
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param(lambda d: [header("x", d), *chunks(d)[:-1]], id="sender-closed-mid-file"),
+        pytest.param(lambda d: [header("x", d), d], id="chunk-larger-than-announced"),
+        pytest.param(lambda d: [header("x", d), d[:1000], d[:3000]], id="more-bytes-than-size"),
+        pytest.param(lambda d: [header("x", d), b""], id="empty-chunk"),
+    ],
+)
+def test_receiver_protocol_violations_leave_no_file(tmp_path: Path, script: object) -> None:
+    data = os.urandom(3000)
+    conn = ScriptedConnection(script(data))  # type: ignore[operator]
+    with pytest.raises(TransferError):
+        list(filetransfer.receive_files(conn, tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def raw_header(**changes: object) -> bytes:
+    fields: dict[str, object] = {
+        "type": "file", "version": 1, "name": "x", "size": 1, "sha256": "0" * 64,
+        "chunk_size": 1024,
+    }  # fmt: skip
+    fields.update(changes)
+    return json.dumps(fields).encode()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"not json",
+        b"[]",
+        json.dumps({"type": "verdict", "ok": True, "name": "x"}).encode(),
+        raw_header(version=2),
+        raw_header(size=-1),
+        raw_header(size=True),
+        raw_header(name=None),
+        raw_header(sha256="zz"),
+        raw_header(chunk_size=1 << 30),
+        b"{" * 100_000,
+    ],
+)
+def test_bad_headers_are_rejected(tmp_path: Path, message: bytes) -> None:
+    conn = ScriptedConnection([message])
+    with pytest.raises(TransferError):
+        list(filetransfer.receive_files(conn, tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_refused_file_is_drained_so_the_next_one_arrives(tmp_path: Path) -> None:
+    evil, good = os.urandom(2500), os.urandom(100)
+    conn = ScriptedConnection([header("../evil", evil), *chunks(evil), header("good", good), good])
+    results = list(filetransfer.receive_files(conn, tmp_path))
+    assert [r.name for r in results] == ["good"]
+    assert [v.ok for v in verdicts(conn)] == [False, True]
+    assert os.listdir(tmp_path) == ["good"]
+
+
+def test_sender_requires_the_receivers_confirmation(tmp_path: Path) -> None:
+    src = make_file(tmp_path / "s.bin", 5000)
+    digest = sha256(src)
+    good = ScriptedConnection([Verdict("s.bin", True, digest).encode()])
+    result = filetransfer.send_file(good, src, chunk_size=1024)
+    assert result.sha256 == digest and result.size == 5000
+    assert FileHeader.decode_untrusted(good.sent[0]) == FileHeader("s.bin", 5000, digest, 1024)
+    assert b"".join(good.sent[1:]) == src.read_bytes()
+
+    for answer in (
+        Verdict("s.bin", False, None, "disk full"),
+        Verdict("s.bin", True, "1" * 64),  # claims success with another digest
+    ):
+        with pytest.raises(TransferError):
+            filetransfer.send_file(ScriptedConnection([answer.encode()]), src, chunk_size=1024)
+    with pytest.raises(ConnectionClosed):  # no verdict at all
+        filetransfer.send_file(ScriptedConnection([]), src, chunk_size=1024)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a.txt", "a.txt"), ("dir/a.txt", "a.txt"), ("d\\e\\f.bin", "f.bin"), (".hidden", ".hidden")],
+)
+def test_safe_name_keeps_the_base_name(name: str, expected: str) -> None:
+    assert safe_name(name) == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "..", ".", "../x", "a/../x", "/etc/passwd", "\\x", "C:x", "a\x00b", "dir/", "x" * 300],
+)
+def test_safe_name_refuses_dangerous_names(name: str) -> None:
+    with pytest.raises(TransferError):
+        safe_name(name)
