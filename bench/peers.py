@@ -186,7 +186,7 @@ def aioquic_stream(total_bytes: int) -> Result:
             client_config = QuicConfiguration(is_client=True, alpn_protocols=["bench"])
             client_config.verify_mode = ssl.CERT_NONE
             async with connect("127.0.0.1", port, configuration=client_config) as client:
-                reader, writer = await client.create_stream()
+                _reader, writer = await client.create_stream()
                 block = os.urandom(CHUNK)
                 sent = 0
                 while sent < total_bytes:

@@ -1,0 +1,126 @@
+"""`make bench`: rudp beside raw UDP, kernel TCP and aioquic, measured in the same run.
+
+Every figure is one bounded transfer over loopback (or, for the core, in memory), and the
+table prints each as a ratio to its peers so that a noisy machine still compares fairly.
+Usage: python bench/run.py [--megabytes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers
+from peers import DEADLINE, Result
+
+import rudp
+import rudp.aio
+from rudp.testing import LinkProfile, transfer
+
+MESSAGE = 64 * 1024
+
+
+def rudp_core(total_bytes: int, loss: float) -> Result:
+    """The sans-IO core alone: two connections over the simulator, no sockets, virtual clock."""
+    messages = [os.urandom(MESSAGE)] * (total_bytes // MESSAGE)
+    profile = LinkProfile(loss=loss, delay=0.001)
+    cpu0 = time.process_time()
+    result = transfer(messages, [], profile_ab=profile, profile_ba=profile, seed=1)
+    cpu = time.process_time() - cpu0
+    moved = sum(len(m) for m in result.b.received)
+    return Result(f"rudp core, simulator {loss:.0%} loss", moved, cpu, cpu, "MB per CPU-second")
+
+
+def rudp_connection(total_bytes: int) -> Result:
+    """The blocking connection API over a loopback UDP socket."""
+    block = os.urandom(MESSAGE)
+    count = total_bytes // MESSAGE
+    received = [0]
+    with rudp.listen(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            with listener.accept(timeout=DEADLINE) as peer:
+                for message in peer:
+                    received[0] += len(message)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        with rudp.connect(listener.address) as conn:
+            for _ in range(count):
+                conn.send(block)
+            conn.flush(timeout=DEADLINE)
+        thread.join(DEADLINE)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return Result("rudp connection API", received[0], wall, cpu, "both ends in this process")
+
+
+def rudp_asyncio(total_bytes: int) -> Result:
+    """The asyncio API over a loopback UDP socket."""
+    block = os.urandom(MESSAGE)
+    count = total_bytes // MESSAGE
+    received = [0]
+
+    async def run() -> None:
+        finished = asyncio.Event()
+
+        async def handler(conn: rudp.aio.Connection) -> None:
+            async for message in conn:
+                received[0] += len(message)
+            finished.set()
+
+        async with await rudp.aio.serve(handler, "127.0.0.1", 0) as server:
+            conn = await rudp.aio.connect(server.address)
+            for _ in range(count):
+                await conn.send(block)
+            await conn.close()
+            await asyncio.wait_for(finished.wait(), DEADLINE)
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    asyncio.run(run())
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return Result("rudp asyncio API", received[0], wall, cpu, "both ends in this process")
+
+
+def print_table(results: list[Result], baseline: dict[str, Result]) -> None:
+    names = list(baseline)
+    header = f"{'transport':34} {'MB/s':>8} {'CPU s':>7}"
+    header += "".join(f" {'/' + name:>12}" for name in names)
+    print(header)
+    print("-" * len(header))
+    for result in results:
+        row = f"{result.name:34} {result.mb_per_s:8.1f} {result.cpu_seconds:7.2f}"
+        for name in names:
+            peer = baseline[name]
+            ratio = result.mb_per_s / peer.mb_per_s if peer.mb_per_s else float("nan")
+            row += f" {ratio:12.3f}"
+        print(row + (f"  ({result.note})" if result.note else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--megabytes", type=int, default=20, help="payload per transfer")
+    args = parser.parse_args()
+    total = args.megabytes * 1_000_000
+    print(f"payload per transfer: {args.megabytes} MB; loopback; python {sys.version.split()[0]}")
+    peer_results = [peers.raw_udp(total), peers.kernel_tcp(total), peers.aioquic_stream(total)]
+    ours = [
+        rudp_connection(total),
+        rudp_asyncio(total),
+        rudp_core(total, 0.0),
+        rudp_core(total, 0.1),
+    ]
+    baseline = {"UDP": peer_results[0], "TCP": peer_results[1], "aioquic": peer_results[2]}
+    print_table(peer_results + ours, baseline)
+    print("ratios: MB/s of the row divided by MB/s of the column's peer (same run).")
+
+
+if __name__ == "__main__":
+    main()
