@@ -149,7 +149,7 @@ def test_20mb_transfer_through_lossy_proxy(tmp_path: Path, procs: list[Proc]) ->
         "proxy",
         "--listen", "127.0.0.1:0",
         "--upstream", f"127.0.0.1:{recv_port}",
-        "--loss", "0.01", "--dup", "0.01", "--reorder", "0.02", "--corrupt", "0.005",
+        "--loss", "0.1", "--dup", "0.01", "--reorder", "0.02", "--corrupt", "0.005",
         "--seed", "42",
     )  # fmt: skip
     procs.append(proxy)

@@ -241,3 +241,29 @@ def test_events_are_collected_per_side_and_passed_to_the_hook() -> None:
     assert [e for side, e in seen if side == "a"] == sim.events["a"]
     assert [e for side, e in seen if side == "b"] == sim.events["b"]
     assert "Simulator seed=0" in repr(sim)
+
+
+def test_connection_pair_steps_a_real_connection_by_hand() -> None:
+    from rudp.events import Connected
+    from rudp.testing import ConnectionPair
+
+    dropped: list[bytes] = []
+
+    def drop_first_data(sender: str, datagram: bytes) -> list[bytes]:
+        # Lose the client's first DATA packet once (type byte 3 at offset 1).
+        if sender == "client" and datagram[1] == 3 and not dropped:
+            dropped.append(datagram)
+            return []
+        return [datagram]
+
+    pair = ConnectionPair(seed=3, intercept=drop_first_data)
+    pair.handshake()
+    assert Connected() in pair.events(pair.client)
+    assert Connected() in pair.events(pair.server)
+    pair.client.send(b"hello")
+    pair.pump()
+    assert dropped and pair.events(pair.server) == []
+    pair.advance(5.0)  # the retransmission timer fires and the message gets through
+    assert MessageReceived(b"hello") in pair.events(pair.server)
+    assert MessageAcknowledged(0) in pair.events(pair.client)
+    assert pair.other(pair.client) is pair.server
