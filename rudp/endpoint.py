@@ -105,20 +105,9 @@ from typing import Any, Protocol
 from rudp.config import Config
 from rudp.errors import BadPacket
 from rudp.events import Connected, Event, Failed
-from rudp.state import ConnectionState
 from rudp.wire import Packet, PacketType, decode, decode_handshake
 
 __all__ = ["Association", "ConnectionFactory", "ConnectionLike", "Endpoint", "EndpointStats"]
-
-_NOT_ESTABLISHED = frozenset(
-    {
-        ConnectionState.INITIAL,
-        ConnectionState.LISTEN,
-        ConnectionState.SYN_SENT,
-        ConnectionState.SYN_RECEIVED,
-        ConnectionState.FAILED,
-    }
-)
 
 Address = Any
 """A peer address as the driver normalised it (compared for equality only)."""
@@ -133,13 +122,20 @@ class ConnectionLike(Protocol):
     @property
     def is_closed(self) -> bool: ...
 
+    @property
+    def is_established(self) -> bool: ...
+
     def connect(self, now: float) -> None: ...
+
+    def close(self, now: float) -> None: ...
 
     def send(self, message: bytes) -> int: ...
 
     def abort(self, reason: str) -> None: ...
 
     def receive_datagram(self, data: bytes, now: float) -> None: ...
+
+    def receive_packet(self, packet: Packet, now: float) -> None: ...
 
     def datagrams_to_send(self, now: float) -> list[bytes]: ...
 
@@ -261,10 +257,7 @@ class Association:
 
     def close(self, now: float) -> None:
         """Graceful close: FIN after every queued message."""
-        try:
-            self.connection.close(now)
-        except TypeError:  # a core whose close() takes no time argument
-            self.connection.close()
+        self.connection.close(now)
         self._endpoint._touch(self)
 
     def abort(self, reason: str) -> None:
@@ -400,11 +393,7 @@ class Endpoint:
                 self.stats.wrong_address += 1
                 return
             assoc = found
-        receive_packet = getattr(assoc.connection, "receive_packet", None)
-        if receive_packet is not None:
-            receive_packet(packet, now)
-        else:  # core without the decoded-packet entry point: it decodes again
-            assoc.connection.receive_datagram(data, now)
+        assoc.connection.receive_packet(packet, now)  # decoded once, here
         self._touch(assoc)
 
     def _route_syn(self, packet: Packet, address: Address, now: float) -> Association | None:
@@ -443,14 +432,8 @@ class Endpoint:
 
     @staticmethod
     def _is_established(assoc: Association) -> bool:
-        """Handshake done (its ``Connected`` was read, or the core's state says so)."""
-        if assoc.established:
-            return True
-        flag = getattr(assoc.connection, "is_established", None)
-        if flag is not None:
-            return bool(flag)
-        state = getattr(assoc.connection, "state", None)  # a core without the flag
-        return state is not None and state not in _NOT_ESTABLISHED
+        """Handshake done (its ``Connected`` was read, or the core says so)."""
+        return assoc.established or assoc.connection.is_established
 
     # --- output and timers -------------------------------------------------
 

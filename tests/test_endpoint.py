@@ -40,6 +40,10 @@ class FakeConnection:
         self.is_closed = False
         self.state = ConnectionState.INITIAL if is_client else ConnectionState.LISTEN
 
+    @property
+    def is_established(self) -> bool:
+        return self.state is ConnectionState.ESTABLISHED
+
     def connect(self, now: float) -> None:
         self.state = ConnectionState.SYN_SENT
         self.outbox.append(b"SYN")
