@@ -28,6 +28,7 @@ from rudp.connection import SansIOConnection
 from rudp.endpoint import Endpoint
 from rudp.errors import (
     BadPacket,
+    BufferTooSmall,
     ConnectionClosed,
     ConnectionFailed,
     LocalProtocolError,
@@ -45,7 +46,7 @@ from rudp.events import (
     MessageReceived,
     PeerClosed,
 )
-from rudp.sock import AF_INET, AF_INET6, SOCK_DGRAM, BufferTooSmall, socket
+from rudp.sock import AF_INET, AF_INET6, SOCK_DGRAM, socket
 
 __version__ = "0.1.0"
 

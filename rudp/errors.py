@@ -8,6 +8,8 @@ sockets (``except socket.timeout``, ``except ConnectionError``) keeps working.
 
 from __future__ import annotations
 
+import errno
+
 
 class RudpError(Exception):
     """Base class of every rudp exception."""
@@ -52,6 +54,24 @@ class PeerUnreachable(RudpError, ConnectionError):
 
 class ConnectionFailed(PeerUnreachable):
     """The connection failed for a reason other than silence (reset, protocol violation)."""
+
+
+class BufferTooSmall(RudpError, OSError):
+    """``recv``/``recvfrom`` was given a ``bufsize`` smaller than the next message.
+
+    A UDP socket would truncate the datagram and lose the rest; rudp never drops
+    data silently, so the message stays queued: call again with
+    ``bufsize >= message_size``.  The ``errno`` is ``EMSGSIZE``.
+    """
+
+    def __init__(self, message_size: int, bufsize: int) -> None:
+        super().__init__(
+            errno.EMSGSIZE,
+            f"next message is {message_size} bytes, bufsize is {bufsize}; "
+            "it stays queued: call again with a larger bufsize",
+        )
+        self.message_size = message_size
+        self.bufsize = bufsize
 
 
 class Timeout(RudpError, TimeoutError):

@@ -56,10 +56,10 @@ from rudp.config import Config
 from rudp.drivers.blocking import Engine, channel
 from rudp.endpoint import Association
 from rudp.errors import (
+    BufferTooSmall,
     LocalProtocolError,
     MessageTooLarge,
     PeerUnreachable,
-    RudpError,
     Timeout,
 )
 from rudp.events import Closed, Connected, Event, Failed, MessageReceived, PeerClosed
@@ -78,22 +78,6 @@ DEFAULT_SEND_BUFFER = 4 * 1024 * 1024
 """Unacknowledged bytes per association before ``sendto`` blocks."""
 
 _RESOLVE_CACHE_SIZE = 256
-
-
-class BufferTooSmall(RudpError, OSError):
-    """``recv``/``recvfrom`` was given a ``bufsize`` smaller than the next message.
-
-    The message stays queued; call again with ``bufsize >= message_size``.
-    """
-
-    def __init__(self, message_size: int, bufsize: int) -> None:
-        super().__init__(
-            errno.EMSGSIZE,
-            f"next message is {message_size} bytes, bufsize is {bufsize}; "
-            "it stays queued: call again with a larger bufsize",
-        )
-        self.message_size = message_size
-        self.bufsize = bufsize
 
 
 _CLOSE_DONE = frozenset(
