@@ -209,6 +209,17 @@ class Sender:
         timeout, two probes may exceed the congestion window.
         """
         out: list[tuple[int, Payload, int, bool, bool]] = []
+        if not (
+            self._lost
+            or self._queue
+            or self._probe_due
+            or (self.fin_requested and self.fin_seq is None)
+        ):
+            # Nothing could go out (the common case for a side that only acks, asked
+            # on every ``datagrams_to_send``): skip the window arithmetic below, which
+            # would end with the same empty list and the same reset of ``_probes``.
+            self._probes = 0
+            return out
         budget = self.cc.cwnd - self.in_flight
         if self._probes > budget:
             # After a timeout: two packets whatever the window (RFC 9002 section 6.2.4).
@@ -378,7 +389,8 @@ class Sender:
         nxt = self.snd_nxt
         if ack > nxt:
             return False
-        return all(ack <= start < end <= nxt for start, end in sack)
+        # ``not sack`` first: most acks have no blocks, and a generator costs more than the check.
+        return not sack or all(ack <= start < end <= nxt for start, end in sack)
 
     def on_ack(self, now: float, ack: int, window: int, sack: list[tuple[int, int]]) -> None:
         """Process a valid cumulative ack, window and SACK blocks (see ``valid_ack``)."""
@@ -471,7 +483,9 @@ class Sender:
         order = self._send_order
         sent = self._sent
         threshold = largest - K_PACKET_THRESHOLD
-        delay = self.rtt.loss_delay()
+        # Computed at the first live entry: without loss most calls only drop stale
+        # entries (positive once computed, RttEstimator.loss_delay is at least 1 ms).
+        delay = -1.0
         self.loss_deadline = None
         lost = 0
         newest_lost_time = 0.0
@@ -486,6 +500,8 @@ class Sender:
             ):
                 order.popleft()
                 continue
+            if delay < 0:
+                delay = self.rtt.loss_delay()
             # The deadline is computed exactly as it is compared, so a timer that fires
             # at ``loss_deadline`` always finds the packet lost (no float livelock).
             deadline = record.sent_time + delay
