@@ -31,10 +31,14 @@ CONFIG = Config(
     max_datagram_size=128,
     receive_window=8,
     max_send_window=16,
-    # Timers fire as the clock moves, but the test never wants a give-up: the network
-    # heals at the end and every message must then be delivered.
-    peer_timeout=1e9,
+    # Longer than all the steps' clock moves together (STEPS * MAX_ADVANCE), so no
+    # give-up happens while hypothesis plays the network; finite, so a side whose peer
+    # has left TIME_WAIT still ends after healing (specs/protocol.md 9.5, FIN_GIVE_UP).
+    peer_timeout=600.0,
 )
+STEPS = 60
+MAX_ADVANCE = 3.0
+assert CONFIG.peer_timeout > STEPS * MAX_ADVANCE
 SIDES = st.sampled_from(["client", "server"])
 OTHER = {"client": "server", "server": "client"}
 MAX_IN_FLIGHT = 400
@@ -131,7 +135,7 @@ class NetworkMachine(RuleBasedStateMachine):
             data[bit >> 3] ^= 1 << (bit & 7)
             wire[i] = bytes(data)
 
-    @rule(dt=st.floats(0.0, 3.0))
+    @rule(dt=st.floats(0.0, MAX_ADVANCE))
     def advance(self, dt: float) -> None:
         end = self.now + dt
         for _ in range(10_000):
@@ -182,7 +186,26 @@ class NetworkMachine(RuleBasedStateMachine):
     def nothing_fails(self) -> None:
         for side in ("client", "server"):
             failures = [e for e in self.other_events[side] if isinstance(e, Failed)]
+            failures = [f for f in failures if not self._peer_left_first(side, f)]
             assert not failures, failures
+
+    def _peer_left_first(self, side: str, failure: Failed) -> bool:
+        """The one failure a clean close can end in: the two generals' problem.
+
+        The peer delivered everything and our FIN, acknowledged it, and left TIME_WAIT
+        after ``close_linger`` while hypothesis held (or corrupted) every ack and every
+        retransmission of ours.  Nobody will ever acknowledge what we sent, so after
+        ``peer_timeout`` we give up; ``Failed.undelivered`` honestly lists the messages
+        whose ack never came, and each of them did reach the peer (nothing was lost).
+        """
+        other = OTHER[side]
+        unacked = tuple(range(len(self.acked[side]), len(self.sent[side])))
+        return (
+            failure.reason.startswith("peer unreachable")
+            and self.conns[other].state is ConnectionState.CLOSED
+            and failure.undelivered == unacked
+            and len(self.received[other]) == len(self.sent[side])
+        )
 
     @invariant()
     def memory_and_windows_are_bounded(self) -> None:
@@ -213,9 +236,14 @@ class NetworkMachine(RuleBasedStateMachine):
         sim.on_event = lambda side, event: self._record(names[side], event)
 
         def delivered() -> bool:
+            # Acknowledged, or the sender ended (a peer gone after TIME_WAIT never acks;
+            # nothing_fails() then checks that each unacked message did arrive).
             return all(
                 len(self.received[OTHER[side]]) == len(self.sent[side])
-                and len(self.acked[side]) == len(self.sent[side])
+                and (
+                    len(self.acked[side]) == len(self.sent[side])
+                    or self.conns[side].state is ConnectionState.FAILED
+                )
                 for side in ("client", "server")
             )
 
@@ -237,7 +265,9 @@ class NetworkMachine(RuleBasedStateMachine):
         ), f"close stuck after healing: {self._summary()}"
         self.nothing_fails()
         for side in ("client", "server"):
-            assert any(isinstance(e, Closed) for e in self.other_events[side]), self._summary()
+            assert any(isinstance(e, (Closed, Failed)) for e in self.other_events[side]), (
+                self._summary()
+            )
 
     def _summary(self) -> str:
         return (
@@ -258,6 +288,6 @@ class NetworkMachine(RuleBasedStateMachine):
 
 
 NetworkMachine.TestCase.settings = settings(
-    NetworkMachine.TestCase.settings, stateful_step_count=60
+    NetworkMachine.TestCase.settings, stateful_step_count=STEPS
 )
 TestNetwork = NetworkMachine.TestCase
