@@ -497,14 +497,8 @@ class SansIOConnection:
         if not self._apply(Input.RECV_SYN):
             self._dropped += 1
             return
-        self.remote_connection_id = handshake.source_connection_id
-        self._peer_isn = packet.seq
-        self._set_datagram_size(handshake.max_datagram_size)
-        self._receiver.start(packet.seq + 1)
+        self._adopt_peer(packet, handshake, now)
         sender = self._sender
-        sender.peer_window = packet.window
-        sender.peer_edge = sender.snd_una + packet.window
-        self._last_heard = now
         self._hs_send = True
         self._hs_sent_time = now
         self._hs_deadline = now + sender.rtt.rto
@@ -523,17 +517,22 @@ class SansIOConnection:
         if not self._apply(Input.RECV_SYN_ACK):
             self._dropped += 1
             return
-        self.remote_connection_id = handshake.source_connection_id
-        self._peer_isn = packet.seq
-        self._set_datagram_size(handshake.max_datagram_size)
-        self._receiver.start(packet.seq + 1)
-        sender.peer_window = packet.window
-        sender.peer_edge = sender.snd_una + packet.window
-        self._last_heard = now
+        self._adopt_peer(packet, handshake, now)
         if not self._hs_resent:
             sender.rtt.on_sample(now - self._hs_sent_time)
         self._receiver.ack_now = True  # the SYN_ACK must be acknowledged (DATA may carry it)
         self._on_established(now)
+
+    def _adopt_peer(self, packet: wire.Packet, handshake: wire.Handshake, now: float) -> None:
+        """Take what a SYN or SYN_ACK tells about the peer (specs/protocol.md section 6.1)."""
+        self.remote_connection_id = handshake.source_connection_id
+        self._peer_isn = packet.seq
+        self._set_datagram_size(handshake.max_datagram_size)
+        self._receiver.start(packet.seq + 1)
+        sender = self._sender
+        sender.peer_window = packet.window
+        sender.peer_edge = sender.snd_una + packet.window
+        self._last_heard = now
 
     def _set_datagram_size(self, peer_size: int) -> None:
         size = min(self._max_datagram, peer_size)
