@@ -41,6 +41,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+import pytest
+
 import rudp
 
 TIMEOUT = 20.0
@@ -204,3 +206,15 @@ def checks_for(make_pair: Any) -> list[Callable[[PairFactory], None]]:
     if getattr(make_pair, "supports_close", True):
         return list(CHECKS)
     return [check for check in CHECKS if check not in CLOSE_CHECKS]
+
+
+def cases(factories: dict[str, Any]) -> list[Any]:
+    """``pytest.param(factory, check)`` for every applicable check of every named factory.
+
+    Each driver's test module parametrizes ``test_conformance(factory, check)`` with this.
+    """
+    return [
+        pytest.param(factory, check, id=f"{name}-{check.__name__}")
+        for name, factory in factories.items()
+        for check in checks_for(factory)
+    ]

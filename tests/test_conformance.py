@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conformance import CHECKS, PairFactory, checks_for
+from conformance import CHECKS, PairFactory, cases, checks_for
 
 import rudp
 
@@ -85,11 +85,7 @@ FACTORIES: dict[str, Callable[..., Any]] = {
     "socket": socket_pair,
 }
 
-CASES = [
-    pytest.param(factory, check, id=f"{name}-{check.__name__}")
-    for name, factory in FACTORIES.items()
-    for check in checks_for(factory)
-]
+CASES = cases(FACTORIES)
 
 
 @pytest.mark.parametrize(("factory", "check"), CASES)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from conformance import CHECKS, TIMEOUT, PairFactory, checks_for
+from conformance import CHECKS, TIMEOUT, PairFactory, cases, checks_for
 
 import rudp.aio
 from rudp.errors import PeerUnreachable
@@ -119,11 +119,7 @@ def aio_pair(**options: Any) -> Iterator[tuple[AioSide, AioSide]]:
 
 FACTORIES: dict[str, Callable[..., Any]] = {"aio": aio_pair}
 
-CASES = [
-    pytest.param(factory, check, id=f"{name}-{check.__name__}")
-    for name, factory in FACTORIES.items()
-    for check in checks_for(factory)
-]
+CASES = cases(FACTORIES)
 
 
 @pytest.mark.parametrize(("factory", "check"), CASES)
