@@ -11,108 +11,42 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from subprocs import Proc
 
 import rudp
 from rudp import filetransfer
 from rudp.errors import ConnectionClosed
 from rudp.filetransfer import FileHeader, TransferError, Verdict, safe_name
 
-ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)")
 
 
-class Proc:
-    """A subprocess whose stdout/stderr lines are collected by reader threads."""
-
-    def __init__(self, args: list[str], **kwargs: object) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.popen = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=env,
-            **kwargs,  # type: ignore[call-overload]
-        )
-        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.readers = [
-            threading.Thread(target=self._read, args=(self.popen.stdout, self.out, "out")),
-            threading.Thread(target=self._read, args=(self.popen.stderr, self.err, "err")),
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    def _read(self, stream: object, sink: list[str], name: str) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            sink.append(line)
-            self.lines.put((name, line))
-
-    def wait_for(self, pattern: re.Pattern[str], timeout: float = 30.0) -> re.Match[str]:
-        """The first output line matching ``pattern`` (bounded wait)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line matching {pattern.pattern!r}: {self.text}")
-            try:
-                _, line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            match = pattern.search(line)
-            if match is not None:
-                return match
+class CliProc(Proc):
+    """``python -m rudp ...``; servers announce their address on stderr."""
 
     def port(self) -> int:
         return int(self.wait_for(LISTENING).group(2))
 
-    def finish(self, timeout: float = 60.0) -> int:
-        """Wait for the exit (bounded) and for the reader threads."""
-        try:
-            code = self.popen.wait(timeout=timeout)
-        finally:
-            if self.popen.poll() is None:
-                self.popen.kill()
-                self.popen.wait()
-            for reader in self.readers:
-                reader.join(10)
-            for stream in (self.popen.stdout, self.popen.stderr):
-                if stream is not None:
-                    stream.close()
-        return code
-
     def terminate(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        return self.finish(15)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.out) + "".join(self.err)
+        return self.stop(signal.SIGTERM)
 
 
-def rudp_cli(*args: str) -> Proc:
-    return Proc([sys.executable, "-m", "rudp", *args])
+def rudp_cli(*args: str) -> CliProc:
+    return CliProc([sys.executable, "-m", "rudp", *args])
 
 
 @pytest.fixture
-def procs() -> Iterator[list[Proc]]:
+def procs() -> Iterator[list[CliProc]]:
     """Every process a test starts; killed at the end whatever happened."""
-    started: list[Proc] = []
+    started: list[CliProc] = []
     yield started
     for proc in started:
         if proc.popen.poll() is None:
@@ -138,7 +72,7 @@ def make_file(path: Path, size: int, seed: int = 0) -> Path:
 
 
 @pytest.mark.slow
-def test_20mb_transfer_through_lossy_proxy(tmp_path: Path, procs: list[Proc]) -> None:
+def test_20mb_transfer_through_lossy_proxy(tmp_path: Path, procs: list[CliProc]) -> None:
     src = make_file(tmp_path / "big.bin", 20 * 1024 * 1024)
     out = tmp_path / "out"
     out.mkdir()
@@ -171,7 +105,7 @@ def test_20mb_transfer_through_lossy_proxy(tmp_path: Path, procs: list[Proc]) ->
     assert sum(drops) > 0 and sum(corrupted) > 0
 
 
-def test_send_to_dead_port_fails_with_a_clear_message(tmp_path: Path, procs: list[Proc]) -> None:
+def test_send_to_dead_port_fails_with_a_clear_message(tmp_path: Path, procs: list[CliProc]) -> None:
     src = make_file(tmp_path / "f.bin", 1000)
     # A bound socket that never answers: the handshake gets no reply.
     import socket
@@ -189,7 +123,7 @@ def test_send_to_dead_port_fails_with_a_clear_message(tmp_path: Path, procs: lis
     assert re.search(r"^rudp: (could not connect|peer unreachable)", "".join(sender.err), re.M)
 
 
-def test_interrupted_transfer_leaves_no_partial_file(tmp_path: Path, procs: list[Proc]) -> None:
+def test_interrupted_transfer_leaves_no_partial_file(tmp_path: Path, procs: list[CliProc]) -> None:
     src = make_file(tmp_path / "big.bin", 64 * 1024 * 1024)
     out = tmp_path / "out"
     out.mkdir()
@@ -209,7 +143,9 @@ def test_interrupted_transfer_leaves_no_partial_file(tmp_path: Path, procs: list
     sender = rudp_cli("send", str(src), f"127.0.0.1:{proxy_port}", "--peer-timeout", "1s", "-q")
     procs.append(sender)
 
-    # Wait (bounded) until the receiver is writing its partial file, then cut the path.
+    # Wait (bounded, 30 s) until the receiver is writing its partial file, then cut the
+    # path.  A poll of the directory, not a timing assumption: the receiver announces
+    # nothing when a file starts, so its appearance on disk is the event we wait for.
     for _ in range(600):
         partial = [name for name in os.listdir(out) if ".partial-" in name]
         if partial:
@@ -227,7 +163,7 @@ def test_interrupted_transfer_leaves_no_partial_file(tmp_path: Path, procs: list
     assert os.listdir(out) == []
 
 
-def test_recv_once_times_out_with_nonzero_exit(tmp_path: Path, procs: list[Proc]) -> None:
+def test_recv_once_times_out_with_nonzero_exit(tmp_path: Path, procs: list[CliProc]) -> None:
     receiver = rudp_cli("recv", "--listen", "127.0.0.1:0", "--output", str(tmp_path), "--once",
                         "--timeout", "0.5s")  # fmt: skip
     procs.append(receiver)
@@ -236,7 +172,7 @@ def test_recv_once_times_out_with_nonzero_exit(tmp_path: Path, procs: list[Proc]
 
 
 def test_cli_receiver_with_api_sender_names_are_sanitised(
-    tmp_path: Path, procs: list[Proc]
+    tmp_path: Path, procs: list[CliProc]
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -262,7 +198,7 @@ def test_cli_receiver_with_api_sender_names_are_sanitised(
     assert receiver.text.count("refused file name") == 4
 
 
-def test_cli_sends_several_files_to_a_cli_receiver(tmp_path: Path, procs: list[Proc]) -> None:
+def test_cli_sends_several_files_to_a_cli_receiver(tmp_path: Path, procs: list[CliProc]) -> None:
     out = tmp_path / "out"
     out.mkdir()
     receiver = rudp_cli("recv", "--listen", "127.0.0.1:0", "--output", str(out), "-q")
@@ -280,7 +216,7 @@ def test_cli_sends_several_files_to_a_cli_receiver(tmp_path: Path, procs: list[P
         assert sha256(out / f.name) == sha256(f)
 
 
-def test_version_and_usage_errors(procs: list[Proc]) -> None:
+def test_version_and_usage_errors(procs: list[CliProc]) -> None:
     version = rudp_cli("--version")
     procs.append(version)
     assert version.finish(30) == 0

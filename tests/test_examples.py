@@ -8,91 +8,18 @@ gets a port found free just before.
 from __future__ import annotations
 
 import ast
-import contextlib
 import hashlib
 import os
-import queue
 import re
-import signal
 import socket
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from subprocs import ROOT, Proc
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-
-
-class Proc:
-    """An example run as a subprocess; output lines collected by reader threads."""
-
-    def __init__(self, args: list[str], port: int | None = None) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", RUDP_EXAMPLE_BIND="127.0.0.1")
-        if port is not None:
-            env["RUDP_EXAMPLE_PORT"] = str(port)
-        self.popen = subprocess.Popen(
-            [sys.executable, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=env,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.readers = [
-            threading.Thread(target=self._read, args=(self.popen.stdout, self.out)),
-            threading.Thread(target=self._read, args=(self.popen.stderr, self.err)),
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    def _read(self, stream: object, sink: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            sink.append(line)
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            match = re.search(pattern, line)
-            if match is not None:
-                return match
-        raise AssertionError(f"no line matching {pattern!r}: {self.text}")
-
-    def finish(self, timeout: float = 60.0) -> int:
-        try:
-            return self.popen.wait(timeout=timeout)
-        finally:
-            if self.popen.poll() is None:
-                self.popen.kill()
-                self.popen.wait()
-            for reader in self.readers:
-                reader.join(10)
-            for stream in (self.popen.stdout, self.popen.stderr):
-                if stream is not None:
-                    stream.close()
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):  # finish() killed it then
-            self.finish(15)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.out) + "".join(self.err)
 
 
 @pytest.fixture
@@ -100,11 +27,14 @@ def procs() -> Iterator[list[Proc]]:
     started: list[Proc] = []
     yield started
     for proc in started:
-        proc.stop()
+        proc.stop_quietly()
 
 
 def run(procs: list[Proc], *args: str, port: int | None = None) -> Proc:
-    proc = Proc([*args], port=port)
+    env = {"RUDP_EXAMPLE_BIND": "127.0.0.1"}
+    if port is not None:
+        env["RUDP_EXAMPLE_PORT"] = str(port)
+    proc = Proc([sys.executable, *args], env)
     procs.append(proc)
     return proc
 
