@@ -6,7 +6,7 @@ What it does, all on loopback with ephemeral ports and bounded in time:
 2. starts a receiver (``rudp recv --once``) and the lossy proxy (``rudp proxy
    --loss 0.1``) as subprocesses, each on a port the OS picks;
 3. sends the file through the proxy with the connection API (``rudp.connect``
-   plus ``rudp.filetransfer.send_file``);
+   plus ``rudp.apps.filetransfer.send_file``);
 4. prints the goodput, the retransmissions, the proxy's drop counts and whether
    the received file's SHA-256 matches; exits non-zero on any failure.
 
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import rudp
-from rudp import filetransfer
+from rudp.apps import filetransfer
 
 ADDRESS = re.compile(r"listening on (\S+):(\d+)")
 

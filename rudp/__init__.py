@@ -24,8 +24,8 @@ from rudp.compat import (
     timeout,
 )
 from rudp.config import Config
-from rudp.connection import SansIOConnection
-from rudp.endpoint import Endpoint
+from rudp.core.connection import SansIOConnection
+from rudp.core.endpoint import Endpoint
 from rudp.errors import (
     BadPacket,
     BufferTooSmall,

@@ -1,5 +1,5 @@
 """``python -m rudp``: the same as the ``rudp`` command."""
 
-from rudp.cli import main
+from rudp.apps.cli import main
 
 raise SystemExit(main())

@@ -139,7 +139,7 @@ class Server:
 
     @property
     def endpoint_stats(self) -> Any:
-        """Routing counters of the shared socket (``rudp.endpoint.EndpointStats``)."""
+        """Routing counters of the shared socket (``rudp.core.endpoint.EndpointStats``)."""
         assert self._protocol is not None
         return self._protocol.endpoint.stats
 

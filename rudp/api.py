@@ -48,8 +48,9 @@ from types import TracebackType
 from typing import Any
 
 from rudp.config import Config
+from rudp.core.endpoint import Association
+from rudp.core.state import ConnectionState
 from rudp.drivers.blocking import Channel, Engine, channel
-from rudp.endpoint import Association
 from rudp.errors import (
     ConnectionClosed,
     ConnectionFailed,
@@ -58,7 +59,6 @@ from rudp.errors import (
     PeerUnreachable,
     Timeout,
 )
-from rudp.state import ConnectionState
 
 __all__ = ["Connection", "Listener", "connect", "listen"]
 

@@ -78,7 +78,7 @@ class Config:
 
     # --- congestion control ------------------------------------------------
     congestion_control: str = "newreno"
-    """Name in ``rudp.congestion.REGISTRY``: "newreno" (RFC 5681/6582) or "fixed"."""
+    """Name in ``rudp.core.congestion.REGISTRY``: "newreno" (RFC 5681/6582) or "fixed"."""
 
     initial_window: int = 10
     """Initial congestion window in packets (RFC 6928)."""

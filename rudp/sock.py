@@ -53,8 +53,9 @@ from types import TracebackType
 from typing import Any
 
 from rudp.config import Config
+from rudp.core.endpoint import Association
+from rudp.core.state import ConnectionState
 from rudp.drivers.blocking import Engine, channel
-from rudp.endpoint import Association
 from rudp.errors import (
     BufferTooSmall,
     LocalProtocolError,
@@ -63,7 +64,6 @@ from rudp.errors import (
     Timeout,
 )
 from rudp.events import Closed, Connected, Event, Failed, MessageReceived, PeerClosed
-from rudp.state import ConnectionState
 
 __all__ = ["AF_INET", "AF_INET6", "SOCK_DGRAM", "BufferTooSmall", "socket"]
 

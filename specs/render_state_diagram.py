@@ -1,4 +1,4 @@
-"""Regenerate the state diagram in specs/protocol.md from ``rudp.state.to_mermaid()``.
+"""Regenerate the state diagram in specs/protocol.md from ``rudp.core.state.to_mermaid()``.
 
 The diagram is the connection's transition table drawn by the code that owns
 it, so the spec cannot drift from the implementation (h11 draws its state
@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rudp.state import to_mermaid
+from rudp.core.state import to_mermaid
 
 SPEC = Path(__file__).with_name("protocol.md")
 BEGIN = "<!-- BEGIN GENERATED STATE DIAGRAM: specs/render_state_diagram.py -->"

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import pytest
 
 import rudp.aio
-from rudp import wire
 from rudp.config import Config
+from rudp.core import wire
 from rudp.errors import (
     ConnectionClosed,
     ConnectionFailed,
@@ -29,8 +29,8 @@ from rudp.errors import (
     PeerUnreachable,
     Timeout,
 )
-from rudp.proxy import LossyProxy
 from rudp.testing.link import LinkProfile
+from rudp.testing.proxy import LossyProxy
 
 T = TypeVar("T")
 

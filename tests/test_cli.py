@@ -1,4 +1,4 @@
-"""Tests of the ``rudp`` command (rudp/cli.py) and its file protocol (rudp/filetransfer.py).
+"""Tests of the ``rudp`` command (rudp/apps/cli.py) and its file protocol (apps/filetransfer.py).
 
 End-to-end tests run ``python -m rudp`` in subprocesses on loopback with
 ephemeral ports (each process announces its address on stderr), every wait
@@ -22,9 +22,9 @@ import pytest
 from subprocs import Proc
 
 import rudp
-from rudp import filetransfer
+from rudp.apps import filetransfer
+from rudp.apps.filetransfer import FileHeader, TransferError, Verdict, safe_name
 from rudp.errors import ConnectionClosed
-from rudp.filetransfer import FileHeader, TransferError, Verdict, safe_name
 
 LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)")
 

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conformance import CHECKS, PairFactory, cases, checks_for
 
 import rudp
+from rudp.testing.conformance import CHECKS, PairFactory, cases, checks_for
 
 
 class ConnectionSide:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from conformance import CHECKS, TIMEOUT, PairFactory, cases, checks_for
 
 import rudp.aio
 from rudp.errors import PeerUnreachable
+from rudp.testing.conformance import CHECKS, TIMEOUT, PairFactory, cases, checks_for
 
 T = TypeVar("T")
 

@@ -1,11 +1,11 @@
-"""Tests of ``rudp.congestion``: registry, NewReno (RFC 5681 / RFC 6582) and the fixed window."""
+"""Tests of ``rudp.core.congestion``: registry, NewReno (RFC 5681 / 6582) and the fixed window."""
 
 from __future__ import annotations
 
 import pytest
 
 from rudp.config import Config
-from rudp.congestion import REGISTRY, CongestionController, Fixed, NewReno, create
+from rudp.core.congestion import REGISTRY, CongestionController, Fixed, NewReno, create
 
 
 def test_registry_by_name() -> None:

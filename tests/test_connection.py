@@ -1,4 +1,4 @@
-"""Unit tests of the sans-IO core (``rudp.connection.SansIOConnection``).
+"""Unit tests of the sans-IO core (``rudp.core.connection.SansIOConnection``).
 
 A tiny in-file ``Pair`` shuttles datagrams between two connections with a
 virtual clock; a ``drop`` hook decides per datagram what is lost.  The full
@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
-from rudp import wire
 from rudp.config import Config
-from rudp.connection import SansIOConnection
+from rudp.core import wire
+from rudp.core.connection import SansIOConnection
+from rudp.core.state import PACKET_INPUTS, TRANSITIONS, ConnectionState, Input, to_mermaid
 from rudp.errors import LocalProtocolError, MessageTooLarge
 from rudp.events import (
     Closed,
@@ -23,7 +24,6 @@ from rudp.events import (
     MessageAcknowledged,
     MessageReceived,
 )
-from rudp.state import PACKET_INPUTS, TRANSITIONS, ConnectionState, Input, to_mermaid
 
 # (direction "c2s"/"s2c", decoded packet) -> True to drop the datagram
 DropRule = Callable[[str, wire.Packet], bool]

@@ -1,4 +1,4 @@
-"""Tests of rudp.endpoint: routing, backlog, timers, events, memory bounds.
+"""Tests of rudp.core.endpoint: routing, backlog, timers, events, memory bounds.
 
 Most tests drive the endpoint with ``FakeConnection``, a scripted stand-in for
 the core, so they check the multiplexer alone; the last ones run two endpoints
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from rudp.config import Config
-from rudp.endpoint import Association, Endpoint
+from rudp.core.endpoint import Association, Endpoint
+from rudp.core.state import ConnectionState
+from rudp.core.wire import Handshake, Packet, PacketType, encode, encode_handshake
 from rudp.events import Closed, Connected, Event, Failed, MessageReceived
-from rudp.state import ConnectionState
-from rudp.wire import Handshake, Packet, PacketType, encode, encode_handshake
 
 A = ("10.0.0.1", 1000)
 B = ("10.0.0.2", 2000)

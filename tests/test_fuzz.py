@@ -22,13 +22,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rudp import wire
 from rudp.config import Config
-from rudp.connection import SansIOConnection
+from rudp.core import wire
+from rudp.core.connection import SansIOConnection
+from rudp.core.wire import Packet, PacketType
 from rudp.errors import BadPacket
 from rudp.events import Closed, Event, Failed, MessageAcknowledged, MessageReceived
 from rudp.testing import Endpoint, LinkProfile, Simulator, make_pair
-from rudp.wire import Packet, PacketType
 
 U16 = st.integers(0, 0xFFFF)
 U32 = st.integers(0, 0xFFFFFFFF)

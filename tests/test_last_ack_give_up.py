@@ -8,8 +8,8 @@ otherwise ``Failed`` listing the messages whose ack never came.
 from __future__ import annotations
 
 from rudp.config import Config
+from rudp.core.state import ConnectionState
 from rudp.events import Closed, Failed
-from rudp.state import ConnectionState
 from rudp.testing import ConnectionPair
 
 CONFIG = Config(max_datagram_size=128, peer_timeout=30.0)

@@ -1,4 +1,4 @@
-"""Send-order loss detection, the loss timer and the tail-loss probe (rudp.sender).
+"""Send-order loss detection, the loss timer and the tail-loss probe (rudp.core.sender).
 
 These are the mechanisms that keep a lossy transfer from stalling on the
 retransmission timer: RFC 9002 section 6.1 thresholds applied in send order (so a
@@ -12,9 +12,9 @@ from collections import deque
 import pytest
 
 from rudp.config import Config
+from rudp.core.recovery import TIME_THRESHOLD
+from rudp.core.sender import Sender
 from rudp.events import Event
-from rudp.recovery import TIME_THRESHOLD
-from rudp.sender import Sender
 
 FIRST = 1000
 RTT = 0.01

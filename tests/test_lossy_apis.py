@@ -17,8 +17,8 @@ import pytest
 
 import rudp
 import rudp.aio
-from rudp.proxy import LossyProxy
 from rudp.testing import LinkProfile
+from rudp.testing.proxy import LossyProxy
 
 HOSTILE = LinkProfile(
     loss=0.2, duplicate=0.02, reorder=0.05, corrupt=0.01, delay=0.001, jitter=0.0005

@@ -18,9 +18,9 @@ import random
 import pytest
 
 from rudp.config import Config
-from rudp.connection import SansIOConnection
+from rudp.core.connection import SansIOConnection
+from rudp.core.stats import Stats
 from rudp.events import Event, MessageReceived
-from rudp.stats import Stats
 
 CONFIG = Config(
     initial_rto=0.2,

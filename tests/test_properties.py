@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rudp.config import Config
-from rudp.connection import SansIOConnection
+from rudp.core.connection import SansIOConnection
+from rudp.core.state import ConnectionState
 from rudp.events import Connected, Failed
-from rudp.state import ConnectionState
 from rudp.testing import GilbertElliott, LinkProfile, Simulator, make_pair, transfer
 
 SEEDS = st.integers(0, 2**64 - 1)
@@ -105,7 +105,7 @@ def test_every_message_arrives_once_in_order_both_ways(
 )
 def test_large_messages_survive_loss(sizes: list[int], loss: float, seed: int) -> None:
     # A 1 MB message is ~750 fragments: more than fits the default window, so reassembly
-    # must not count against it (DESIGN.md "Messages and fragments").
+    # must not count against it (specs/protocol.md, messages and fragments).
     ab = [message_of(size, i) for i, size in enumerate(sizes)]
     ba = [message_of(size // 2, -i) for i, size in enumerate(sizes)]
     result = transfer(

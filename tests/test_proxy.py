@@ -1,4 +1,4 @@
-"""Tests of the lossy UDP proxy (rudp/proxy.py) on loopback sockets.
+"""Tests of the lossy UDP proxy (rudp/testing/proxy.py) on loopback sockets.
 
 The proxy is driven with ``poll()`` from the test thread and, where time
 matters, a fake clock: loopback ``sendto`` puts the datagram in the proxy's
@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from rudp.proxy import LossyProxy, parse_address, parse_duration, parse_rate
 from rudp.testing.link import LinkProfile
+from rudp.testing.proxy import LossyProxy, parse_address, parse_duration, parse_rate
 
 N = 200
 

@@ -1,4 +1,4 @@
-"""Tests of ``rudp.rangeset.RangeSet`` (SACK bookkeeping), against a plain ``set`` model."""
+"""Tests of ``rudp.core.rangeset.RangeSet`` (SACK bookkeeping), against a plain ``set`` model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rudp.rangeset import RangeSet
+from rudp.core.rangeset import RangeSet
 
 
 def test_add_merges_touching_and_overlapping_ranges() -> None:

@@ -1,10 +1,10 @@
-"""Tests of ``rudp.recovery``: RFC 6298 RTO arithmetic and the RFC 9002 time threshold."""
+"""Tests of ``rudp.core.recovery``: RFC 6298 RTO arithmetic and the RFC 9002 time threshold."""
 
 from __future__ import annotations
 
 import pytest
 
-from rudp.recovery import CLOCK_GRANULARITY, K_PACKET_THRESHOLD, TIME_THRESHOLD, RttEstimator
+from rudp.core.recovery import CLOCK_GRANULARITY, K_PACKET_THRESHOLD, TIME_THRESHOLD, RttEstimator
 
 
 def test_first_sample_sets_srtt_and_half_rttvar() -> None:

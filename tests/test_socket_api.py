@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import rudp
-from rudp.wire import Packet, PacketType, encode
+from rudp.core.wire import Packet, PacketType, encode
 
 WAIT = 10.0  # generous bound for any blocking call on loopback
 

@@ -5,7 +5,7 @@ that holds the implementation to it starts its docstring with the same tag.
 ``test_every_must_is_tagged_and_tested`` checks the bookkeeping itself, so the
 spec cannot grow an untested MUST.
 
-The tests drive ``rudp.connection.SansIOConnection`` directly with crafted
+The tests drive ``rudp.core.connection.SansIOConnection`` directly with crafted
 datagrams and a virtual clock (plain floats passed as ``now``): no sockets, no
 sleeps, no wall-clock time.  Where a test needs a live peer it uses a second
 engine joined by a lossless in-memory wire (``_Pair``) that the test steps by
@@ -28,9 +28,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rudp import wire
 from rudp.config import Config
-from rudp.connection import SansIOConnection
+from rudp.core import wire
+from rudp.core.connection import SansIOConnection
+from rudp.core.state import ConnectionState
+from rudp.core.wire import Flags, Packet, PacketType
 from rudp.errors import BadPacket, LocalProtocolError, MessageTooLarge
 from rudp.events import (
     Closed,
@@ -41,8 +43,6 @@ from rudp.events import (
     MessageReceived,
     PeerClosed,
 )
-from rudp.state import ConnectionState
-from rudp.wire import Flags, Packet, PacketType
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "protocol.md"
 TAG = re.compile(r"\[§(\d+(?:\.\d+)*-\d+)\]")

@@ -1,4 +1,4 @@
-"""§5: the state diagram in specs/protocol.md is exactly ``rudp.state.to_mermaid()``.
+"""§5: the state diagram in specs/protocol.md is exactly ``rudp.core.state.to_mermaid()``.
 
 The diagram is generated from the code's transition table by
 specs/render_state_diagram.py; these tests fail when someone edits the table
@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from rudp.state import to_mermaid
+from rudp.core.state import to_mermaid
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -36,7 +36,7 @@ def _embedded_diagram(text: str, begin: str, end: str) -> str:
 
 
 def test_s5_embedded_diagram_equals_to_mermaid() -> None:
-    """§5: the mermaid block in protocol.md equals rudp.state.to_mermaid() exactly."""
+    """§5: the mermaid block in protocol.md equals rudp.core.state.to_mermaid() exactly."""
     renderer = _load_renderer()
     text = (SPECS / "protocol.md").read_text(encoding="utf-8")
     assert _embedded_diagram(text, renderer.BEGIN, renderer.END) == to_mermaid()

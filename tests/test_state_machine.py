@@ -23,8 +23,8 @@ from hypothesis.stateful import (
 )
 
 from rudp.config import Config
+from rudp.core.state import ConnectionState
 from rudp.events import Closed, Event, Failed, MessageAcknowledged, MessageReceived, PeerClosed
-from rudp.state import ConnectionState
 from rudp.testing import LinkProfile, Simulator, make_pair
 
 CONFIG = Config(

@@ -1,4 +1,4 @@
-"""Unit tests of rudp.wire: layout, validation order, sequence expansion (spec section 3 and 7)."""
+"""Unit tests of rudp.core.wire: layout, validation order, sequence expansion (spec 3 and 7)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rudp import wire
+from rudp.core import wire
+from rudp.core.wire import Packet, PacketType
 from rudp.errors import BadPacket
-from rudp.wire import Packet, PacketType
 
 
 def data_packet(payload: bytes = b"abc", **fields: object) -> Packet:

@@ -1,7 +1,7 @@
 """The asyncio driver: one UDP socket, one sans-IO ``Endpoint``, many connections.
 
-All protocol logic lives in the sans-IO core (``rudp.connection``) and the
-multiplexer (``rudp.endpoint``).  This module only moves bytes and time:
+All protocol logic lives in the sans-IO core (``rudp.core.connection``) and the
+multiplexer (``rudp.core.endpoint``).  This module only moves bytes and time:
 
 * :class:`EndpointProtocol`, an ``asyncio.DatagramProtocol``, owns the UDP
   transport and the ``Endpoint``.  Every wakeup (a readable socket, the timer,
@@ -24,7 +24,7 @@ Back-pressure.  Sending: ``send()`` waits while the core's
 ``send_queue_bytes`` is at least ``send_buffer``.  Receiving: when the inbox
 holds ``recv_buffer`` bytes the association is *paused*: the endpoint stops
 handing us its events, so unread messages stay in the core and count against
-the receive window the peer sees (DESIGN.md, "Memory bounds").  Because events
+the receive window the peer sees (specs/protocol.md section 13.4).  Because events
 share one queue, a paused connection would also hide ``MessageAcknowledged``;
 so a connection is never paused while a task waits in ``flush()``/``close()``
 or for the handshake (that waiter would otherwise wait on the reader).
@@ -62,7 +62,7 @@ from rudp.events import (
 )
 
 if TYPE_CHECKING:
-    from rudp.endpoint import Association, Endpoint
+    from rudp.core.endpoint import Association, Endpoint
 
 __all__ = [
     "Connection",
@@ -84,7 +84,7 @@ _MAX_DATAGRAM = 65535
 
 _UNREACHABLE_PREFIX = "peer unreachable"
 """The core's ``Failed.reason`` starts with this when the peer went silent
-(DESIGN.md, "give-up"); any other reason (reset, protocol violation, abort)
+(specs/protocol.md section 9.5); any other reason (reset, protocol violation, abort)
 maps to ``ConnectionFailed``."""
 
 
@@ -731,7 +731,7 @@ async def open_endpoint(
     A client endpoint (``server=False``) closes its socket by itself once its
     connections have ended.
     """
-    from rudp.endpoint import Endpoint
+    from rudp.core.endpoint import Endpoint
 
     loop = asyncio.get_running_loop()
     sock = socket.socket(family, socket.SOCK_DGRAM)

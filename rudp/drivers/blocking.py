@@ -3,7 +3,7 @@
 Threading model
 ===============
 
-One ``Engine`` owns one UDP socket and one ``rudp.endpoint.Endpoint``.  A
+One ``Engine`` owns one UDP socket and one ``rudp.core.endpoint.Endpoint``.  A
 background *I/O thread* waits in ``select`` on the socket and on a wake-up
 socketpair, with the endpoint's earliest timer as its timeout.  On every wake-up
 it drains the socket (non-blocking ``recvfrom`` until ``BlockingIOError``, at
@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rudp.config import Config
-from rudp.endpoint import Association, Endpoint
+from rudp.core.endpoint import Association, Endpoint
 from rudp.errors import Timeout
 from rudp.events import Closed, Connected, Failed, MessageAcknowledged, MessageReceived, PeerClosed
 

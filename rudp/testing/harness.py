@@ -32,7 +32,7 @@ from rudp.testing.link import LinkProfile, LinkStats
 from rudp.testing.simulator import Simulator, derive_rng
 
 if TYPE_CHECKING:
-    from rudp.connection import SansIOConnection
+    from rudp.core.connection import SansIOConnection
 
 __all__ = ["SideResult", "TransferResult", "make_pair", "transfer"]
 
@@ -148,7 +148,7 @@ def make_pair(
     server_initial_sequence: int | None = None,
 ) -> tuple[SansIOConnection, SansIOConnection]:
     """A client and a server ``SansIOConnection`` whose generators derive from ``seed``."""
-    from rudp.connection import SansIOConnection
+    from rudp.core.connection import SansIOConnection
 
     client = SansIOConnection(
         config,

@@ -18,7 +18,7 @@ from rudp.events import Event
 from rudp.testing.harness import make_pair
 
 if TYPE_CHECKING:
-    from rudp.connection import SansIOConnection
+    from rudp.core.connection import SansIOConnection
 
 __all__ = ["ConnectionPair"]
 

@@ -1,7 +1,7 @@
 """A deterministic, virtual-time network simulator for two sans-IO endpoints.
 
 :class:`Simulator` joins two endpoints (anything with the sans-IO surface of
-:class:`rudp.connection.SansIOConnection`) with one :class:`~rudp.testing.link.Link`
+:class:`rudp.core.connection.SansIOConnection`) with one :class:`~rudp.testing.link.Link`
 per direction.  Time is virtual: like trio's ``MockClock`` with autojump, the
 clock leaps straight to the next deadline, the earliest of both endpoints'
 ``get_timer()`` and both links' ``next_arrival()``.  Hours of retransmission

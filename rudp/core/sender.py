@@ -19,10 +19,10 @@ from collections import deque
 from typing import Final
 
 from rudp.config import Config
-from rudp.congestion import create as create_congestion_controller
+from rudp.core.congestion import create as create_congestion_controller
+from rudp.core.rangeset import RangeSet
+from rudp.core.recovery import K_PACKET_THRESHOLD, RttEstimator
 from rudp.events import Event, MessageAcknowledged
-from rudp.rangeset import RangeSet
-from rudp.recovery import K_PACKET_THRESHOLD, RttEstimator
 
 Payload = bytes | memoryview
 
@@ -72,7 +72,7 @@ class _Sent:
 
 
 class Sender:
-    """Send-side state of one connection.  ``rudp.connection`` drives it."""
+    """Send-side state of one connection.  ``rudp.core.connection`` drives it."""
 
     def __init__(self, config: Config, first_seq: int, events: deque[Event]) -> None:
         self._config = config

@@ -7,8 +7,8 @@ absolute time (``get_timer`` / ``handle_timer``).  Time is always passed in as
 ``now``; randomness (connection ids, initial sequence numbers) comes from an
 injected ``random.Random``, so a seeded simulation replays exactly.
 
-State changes go through ``rudp.state.TRANSITIONS`` only (``_apply``).  The
-send half lives in ``rudp.sender``, the receive half in ``rudp.receiver``.
+State changes go through ``rudp.core.state.TRANSITIONS`` only (``_apply``).  The
+send half lives in ``rudp.core.sender``, the receive half in ``rudp.core.receiver``.
 
 Network input never raises: anything invalid is dropped and counted in
 ``stats.datagrams_dropped``.
@@ -21,13 +21,11 @@ import zlib
 from collections import deque
 from collections.abc import Iterable
 
-from rudp import wire
 from rudp.config import Config
-from rudp.errors import BadPacket, LocalProtocolError, MessageTooLarge
-from rudp.events import Closed, Connected, Event, Failed, MessageReceived, PeerClosed
-from rudp.receiver import DROPPED, DUPLICATE, FIN_DELIVERED, PROTOCOL_ERROR, Receiver
-from rudp.sender import GIVE_UP, Payload, Sender
-from rudp.state import (
+from rudp.core import wire
+from rudp.core.receiver import DROPPED, DUPLICATE, FIN_DELIVERED, PROTOCOL_ERROR, Receiver
+from rudp.core.sender import GIVE_UP, Payload, Sender
+from rudp.core.state import (
     HANDSHAKING,
     PACKET_INPUTS,
     TERMINAL,
@@ -35,7 +33,9 @@ from rudp.state import (
     ConnectionState,
     Input,
 )
-from rudp.stats import Stats
+from rudp.core.stats import Stats
+from rudp.errors import BadPacket, LocalProtocolError, MessageTooLarge
+from rudp.events import Closed, Connected, Event, Failed, MessageReceived, PeerClosed
 
 __all__ = ["ConnectionState", "SansIOConnection"]
 
@@ -78,7 +78,7 @@ _expand = wire.expand_seq
 class SansIOConnection:
     """One rudp connection, client or server side, as a pure state machine.
 
-    See DESIGN.md / specs/protocol.md for the protocol.  Typical driver loop::
+    See specs/protocol.md for the protocol.  Typical driver loop::
 
         conn.receive_datagrams(batch, now)
         for datagram in conn.datagrams_to_send(now):
@@ -155,7 +155,7 @@ class SansIOConnection:
 
     @property
     def state(self) -> ConnectionState:
-        """The current state (``rudp.state.ConnectionState``)."""
+        """The current state (``rudp.core.state.ConnectionState``)."""
         return self._state
 
     @property
@@ -563,7 +563,7 @@ class SansIOConnection:
     def _on_peer_fin(self, now: float) -> None:
         self._events.append(PeerClosed())
         self._apply(Input.PEER_FIN)
-        # DESIGN: after the peer's FIN we flush our own queue and close too.
+        # After the peer's FIN we flush our own queue and close too.
         self._sender.request_fin()
         if self._state is _TIME_WAIT:
             self._enter_time_wait(now)

@@ -21,7 +21,7 @@
 from __future__ import annotations
 
 from rudp.config import Config
-from rudp.congestion.base import CongestionController, register
+from rudp.core.congestion.base import CongestionController, register
 
 MIN_WINDOW = 2
 """RFC 5681 equation (4): ssthresh never drops below two segments."""

@@ -18,8 +18,8 @@ from collections import deque
 from typing import Final
 
 from rudp.config import Config
+from rudp.core.rangeset import RangeSet
 from rudp.events import Event, MessageReceived
-from rudp.rangeset import RangeSet
 
 ACCEPTED: Final = 0
 """``on_data`` result: the packet was new and accepted (or held)."""
@@ -36,7 +36,7 @@ _Held = tuple[bool, int, bytes]  # (is_fin, fragments_left, payload)
 
 
 class Receiver:
-    """Receive-side state of one connection.  ``rudp.connection`` drives it."""
+    """Receive-side state of one connection.  ``rudp.core.connection`` drives it."""
 
     def __init__(self, config: Config, events: deque[Event]) -> None:
         self._config = config
@@ -141,7 +141,7 @@ class Receiver:
             if last is not None and last - 1 > seq:
                 return DROPPED  # data beyond the FIN: drop the FIN, keep the data
             self.fin_seq = seq
-            self.ack_now = True  # DESIGN: FIN is acked immediately
+            self.ack_now = True  # a FIN is acked immediately (specs/protocol.md section 6)
         if seq != rcv_next:
             # Out of order: hold it, ack at once so the sender sees the gap (RFC 5681 4.2).
             self._held[seq] = (is_fin, fragments_left, data)

@@ -1,7 +1,7 @@
 """Many rudp connections on one UDP socket, sans-IO.
 
 ``Endpoint`` is the multiplexer every driver puts between its socket and the
-per-connection sans-IO cores (``rudp.connection.SansIOConnection``).  Like the
+per-connection sans-IO cores (``rudp.core.connection.SansIOConnection``).  Like the
 core it does no I/O and reads no clock: the driver passes in what the socket
 received and the current monotonic time, and takes out what to send and when to
 wake up next.
@@ -24,7 +24,7 @@ Addresses are opaque hashable values (the driver normalises them, e.g. IPv6
 
 ``receive_datagram(data, address, now)`` / ``receive_datagrams(pairs, now)``
     Route what the socket read.  The datagram is decoded once with
-    ``rudp.wire.decode``; a SYN (connection id 0) goes to the connection made
+    ``rudp.core.wire.decode``; a SYN (connection id 0) goes to the connection made
     for (address, the SYN's source connection id), created if accepting; any
     other packet goes to the connection whose *local* id is in its header.  An
     undecodable datagram, an unknown or closed connection id, a packet whose
@@ -103,9 +103,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rudp.config import Config
+from rudp.core.wire import Packet, PacketType, decode, decode_handshake
 from rudp.errors import BadPacket
 from rudp.events import Connected, Event, Failed
-from rudp.wire import Packet, PacketType, decode, decode_handshake
 
 __all__ = ["Association", "ConnectionFactory", "ConnectionLike", "Endpoint", "EndpointStats"]
 
@@ -114,7 +114,7 @@ Address = Any
 
 
 class ConnectionLike(Protocol):
-    """The part of ``SansIOConnection`` the endpoint uses (DESIGN.md, "The sans-IO core")."""
+    """The part of ``SansIOConnection`` the endpoint uses (see ARCHITECTURE.md)."""
 
     @property
     def local_connection_id(self) -> int | None: ...
@@ -153,7 +153,7 @@ ConnectionFactory = Callable[..., Any]
 def _default_factory(config: Config, *, is_client: bool, rng: random.Random | None) -> Any:
     # Imported lazily so the endpoint can be loaded (and tested with a fake
     # core) independently of the core module.
-    from rudp.connection import SansIOConnection
+    from rudp.core.connection import SansIOConnection
 
     return SansIOConnection(config, is_client=is_client, rng=rng)
 

@@ -3,7 +3,7 @@
 ``RttEstimator`` follows RFC 6298 (SRTT, RTTVAR, RTO, exponential backoff;
 Karn's rule is applied by the caller, which simply does not feed samples from
 retransmitted packets).  The thresholds are RFC 9002 section 6.1's; the
-send-order detector that applies them lives in ``rudp.sender``.
+send-order detector that applies them lives in ``rudp.core.sender``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Everything that affects a connection's state lives here: the states, the
 inputs that can move it, and the one table ``TRANSITIONS`` mapping
-``(state, input)`` to the next state.  ``rudp.connection`` changes state only
+``(state, input)`` to the next state.  ``rudp.core.connection`` changes state only
 by looking an input up in this table; it never assigns a state directly.
 
 A pair that is *not* in the table is a protocol error, handled by the kind of
@@ -206,7 +206,7 @@ PACKET_INPUTS: dict[int, Input] = {
     6: I.RECV_FIN,
     7: I.RECV_RESET,
 }
-"""Packet type code (``rudp.wire.PacketType``) -> the input it is."""
+"""Packet type code (``rudp.core.wire.PacketType``) -> the input it is."""
 
 
 def to_mermaid() -> str:

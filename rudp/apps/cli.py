@@ -29,10 +29,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rudp import filetransfer
+from rudp.apps import filetransfer
 from rudp.errors import PeerUnreachable, RudpError
 from rudp.errors import Timeout as RudpTimeout
-from rudp.proxy import LossyProxy, format_address, parse_address, parse_duration, parse_rate
+from rudp.testing.proxy import LossyProxy, format_address, parse_address, parse_duration, parse_rate
 
 __all__ = ["main"]
 

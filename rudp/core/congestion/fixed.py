@@ -7,7 +7,7 @@ protocol machinery itself).  Flow control (the peer's window) still applies.
 from __future__ import annotations
 
 from rudp.config import Config
-from rudp.congestion.base import CongestionController, register
+from rudp.core.congestion.base import CongestionController, register
 
 
 @register

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rudp.congestion.base import REGISTRY, CongestionController, create, register
-from rudp.congestion.fixed import Fixed
-from rudp.congestion.newreno import NewReno
+from rudp.core.congestion.base import REGISTRY, CongestionController, create, register
+from rudp.core.congestion.fixed import Fixed
+from rudp.core.congestion.newreno import NewReno
 
 __all__ = ["REGISTRY", "CongestionController", "Fixed", "NewReno", "create", "register"]
