@@ -6,7 +6,27 @@ pattern), so drivers can ``match`` on them and tests can compare them.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class FailureKind(enum.Enum):
+    """Why a connection failed: the machine-readable half of ``Failed``.
+
+    Drivers map a kind to an exception with one table (``rudp.drivers._common``);
+    nothing parses ``Failed.reason``, which is for people.
+    """
+
+    UNREACHABLE = "unreachable"
+    """The peer stopped answering within the give-up budget or ``peer_timeout``."""
+    RESET_BY_PEER = "reset by peer"
+    """The peer sent a RESET (specs/protocol.md section 6.4)."""
+    PROTOCOL_ERROR = "protocol error"
+    """The peer broke the protocol (for example inconsistent fragments)."""
+    ABORTED = "aborted locally"
+    """The local program called ``abort()``."""
+    CLOSED_BY_APPLICATION = "closed by application"
+    """The local program closed before the connection could deliver what it queued."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +72,10 @@ class Failed(Event):
     """The connection ended without completing.
 
     ``undelivered`` holds the id of every message that was never acknowledged,
-    in send order, so no message is lost silently.
+    in send order, so no message is lost silently.  ``kind`` says why, for
+    programs; ``reason`` says it for people.
     """
 
     reason: str
     undelivered: tuple[int, ...]
+    kind: FailureKind

@@ -21,6 +21,7 @@ from rudp.events import (
     Closed,
     Event,
     Failed,
+    FailureKind,
     MessageAcknowledged,
     MessageReceived,
 )
@@ -434,7 +435,9 @@ def test_close_before_connect() -> None:
     queued = SansIOConnection(is_client=True, rng=random.Random(1))
     queued.send(b"a")
     queued.close(0.0)
-    assert queued.next_event() == Failed("closed before connecting", (0,))
+    assert queued.next_event() == Failed(
+        "closed before connecting", (0,), FailureKind.CLOSED_BY_APPLICATION
+    )
 
 
 # --- give-up ------------------------------------------------------------------------------
@@ -506,8 +509,8 @@ def test_reset_fails_the_peer_with_its_undelivered_messages() -> None:
     pair.server.send(b"never acked")
     pair.client.abort("bye")
     pair.run(until=2)
-    assert pair.events["c"][-1] == Failed("bye", ())
-    assert pair.events["s"][-1] == Failed("reset by peer", (0,))
+    assert pair.events["c"][-1] == Failed("bye", (), FailureKind.ABORTED)
+    assert pair.events["s"][-1] == Failed("reset by peer", (0,), FailureKind.RESET_BY_PEER)
     assert pair.client.datagrams_to_send(pair.now) == []
 
 
@@ -583,7 +586,7 @@ def test_message_larger_than_receiver_allows_fails_the_connection() -> None:
     pair.run(until=5)
     assert isinstance(pair.events["s"][-1], Failed)
     assert "message too large" in pair.events["s"][-1].reason
-    assert pair.events["c"][-1] == Failed("reset by peer", (0,))
+    assert pair.events["c"][-1] == Failed("reset by peer", (0,), FailureKind.RESET_BY_PEER)
 
 
 # --- sequence wraparound ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
 from rudp.core.state import ConnectionState
 from rudp.core.wire import Handshake, Packet, PacketType, encode, encode_handshake
-from rudp.events import Closed, Connected, Event, Failed, MessageReceived
+from rudp.events import Closed, Connected, Event, Failed, FailureKind, MessageReceived
 
 A = ("10.0.0.1", 1000)
 B = ("10.0.0.2", 2000)
@@ -60,7 +60,7 @@ class FakeConnection:
         self.is_closed = True
         self.state = ConnectionState.FAILED
         self.timer = None
-        self.events.append(Failed(reason, ()))
+        self.events.append(Failed(reason, (), FailureKind.ABORTED))
 
     def receive_packet(self, packet: Packet, now: float) -> None:
         self.received.append(packet)
@@ -263,7 +263,7 @@ def test_paused_but_terminated_association_still_reports() -> None:
     a = ep.connect(A, 0.0)
     a.paused = True
     a.abort("test")
-    assert drain_events(ep) == [(a, Failed("test", ()))]
+    assert drain_events(ep) == [(a, Failed("test", (), FailureKind.ABORTED))]
 
 
 def test_terminated_connections_leave_the_tables() -> None:

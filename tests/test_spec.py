@@ -39,6 +39,7 @@ from rudp.events import (
     Connected,
     Event,
     Failed,
+    FailureKind,
     MessageAcknowledged,
     MessageReceived,
     PeerClosed,
@@ -1033,7 +1034,7 @@ def test_s6_4_reset_fails_with_undelivered() -> None:
     peer.feed(peer.craft(PacketType.RESET, cid=peer.engine_id ^ 0xFF))
     assert conn.state is ConnectionState.ESTABLISHED
     peer.feed(peer.craft(PacketType.RESET))
-    assert _drain_events(conn) == [Failed("reset by peer", (0, 1))]
+    assert _drain_events(conn) == [Failed("reset by peer", (0, 1), FailureKind.RESET_BY_PEER)]
     assert _state(conn) is ConnectionState.FAILED
     assert peer.output() == []  # no RESET in reply to a RESET
 
@@ -1066,7 +1067,7 @@ def test_s6_5_failed_lists_every_unacknowledged_message() -> None:
     peer.feed(peer.craft(PacketType.ACK, ack=peer.expected + 1, window=1))
     assert _drain_events(peer.conn) == [MessageAcknowledged(0)]
     peer.conn.abort("enough")
-    assert _drain_events(peer.conn) == [Failed("enough", (1, 2, 3, 4))]
+    assert _drain_events(peer.conn) == [Failed("enough", (1, 2, 3, 4), FailureKind.ABORTED)]
 
 
 # --- §17 security ---------------------------------------------------------------------------

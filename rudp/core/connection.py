@@ -35,7 +35,7 @@ from rudp.core.state import (
 )
 from rudp.core.stats import Stats
 from rudp.errors import BadPacket, LocalProtocolError, MessageTooLarge
-from rudp.events import Closed, Connected, Event, Failed, MessageReceived, PeerClosed
+from rudp.events import Closed, Connected, Event, Failed, FailureKind, MessageReceived, PeerClosed
 
 __all__ = ["ConnectionState", "SansIOConnection"]
 
@@ -268,7 +268,12 @@ class SansIOConnection:
         """
         state = self._state
         if state is _INITIAL and self._sender.has_queued:
-            self._fail(Input.ABORT, "closed before connecting", send_reset=False)
+            self._fail(
+                Input.ABORT,
+                "closed before connecting",
+                FailureKind.CLOSED_BY_APPLICATION,
+                send_reset=False,
+            )
             return
         self._local(Input.CLOSE, "close()")
         if state is _INITIAL:
@@ -288,7 +293,7 @@ class SansIOConnection:
             self._apply(Input.ABORT)
             self._stop_timers()
             return
-        self._fail(Input.ABORT, reason, send_reset=True)
+        self._fail(Input.ABORT, reason, FailureKind.ABORTED, send_reset=True)
 
     # --- events ------------------------------------------------------------------------------
 
@@ -373,7 +378,7 @@ class SansIOConnection:
             if ptype == _SYN_ACK:
                 self._on_syn_ack(packet, now)
             elif ptype == _RESET and self._apply(Input.RECV_RESET):
-                self._failed("reset by peer")
+                self._failed("reset by peer", FailureKind.RESET_BY_PEER)
             else:
                 self._dropped += 1
             return
@@ -394,7 +399,7 @@ class SansIOConnection:
             return
         self._state = target
         if ptype == _RESET:
-            self._failed("reset by peer")
+            self._failed("reset by peer", FailureKind.RESET_BY_PEER)
             return
         receiver = self._receiver
         if ptype == _SYN_ACK:
@@ -456,7 +461,11 @@ class SansIOConnection:
             elif result == FIN_DELIVERED:
                 self._on_peer_fin(now)
             elif result == PROTOCOL_ERROR:
-                self._fail(Input.PROTOCOL_ERROR, f"protocol error: {receiver.error}")
+                self._fail(
+                    Input.PROTOCOL_ERROR,
+                    f"protocol error: {receiver.error}",
+                    FailureKind.PROTOCOL_ERROR,
+                )
         elif ptype == _PING:
             receiver.ack_now = True
 
@@ -578,12 +587,12 @@ class SansIOConnection:
 
     # --- failure --------------------------------------------------------------------------------
 
-    def _fail(self, inp: Input, reason: str, *, send_reset: bool = True) -> None:
+    def _fail(self, inp: Input, reason: str, kind: FailureKind, *, send_reset: bool = True) -> None:
         """Fail through ``inp``; queue a RESET for the peer when it is known."""
         if send_reset and self.remote_connection_id is not None:
             self._final = [self._encode(_RESET, 0, self._sender.snd_nxt, 0, b"", ())]
         if self._apply(inp):
-            self._failed(reason)
+            self._failed(reason, kind)
 
     def _give_up(self, reason: str) -> None:
         """The give-up budget ran out: ``Failed``, unless only our FIN's ack is missing."""
@@ -597,10 +606,10 @@ class SansIOConnection:
             self._events.append(Closed())
             self._stop_timers()
             return
-        self._fail(Input.GIVE_UP, reason, send_reset=False)
+        self._fail(Input.GIVE_UP, reason, FailureKind.UNREACHABLE, send_reset=False)
 
-    def _failed(self, reason: str) -> None:
-        self._events.append(Failed(reason, self._sender.undelivered()))
+    def _failed(self, reason: str, kind: FailureKind) -> None:
+        self._events.append(Failed(reason, self._sender.undelivered(), kind))
         self._stop_timers()
 
     def _stop_timers(self) -> None:
@@ -813,6 +822,7 @@ class SansIOConnection:
                 self._fail(
                     Input.GIVE_UP,
                     f"peer unreachable: handshake unanswered after {limit} retransmissions",
+                    FailureKind.UNREACHABLE,
                     send_reset=False,
                 )
                 return
