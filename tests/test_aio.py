@@ -271,6 +271,14 @@ def test_server_handler_return_closes_gracefully() -> None:
 
 
 def test_flush_waits_for_acknowledgement() -> None:
+    """flush() returns only once the peer acknowledged every message.
+
+    The proxy delays each direction by 20 ms, so no ack can have come back by
+    the time send() has queued the last message: a flush() that returned early
+    would leave messages unacknowledged and fail the stats check below.
+    """
+    delayed = LinkProfile(delay=0.02)
+
     async def main() -> None:
         seen: list[bytes] = []
         arrived = asyncio.Event()
@@ -281,15 +289,24 @@ def test_flush_waits_for_acknowledgement() -> None:
                 if len(seen) == 50:
                     arrived.set()
 
-        async with await start(sink) as server:
-            conn = await rudp.aio.connect(server.address, **FAST)
-            for i in range(50):
-                await conn.send(b"m%d" % i)
-            await conn.flush()
-            # Acknowledged means deliverable at the peer: the handler gets all.
-            await arrived.wait()
-            assert seen == [b"m%d" % i for i in range(50)]
-            await conn.close()
+        server = await start(sink)
+        with LossyProxy(server.address, delayed, seed=1) as proxy:
+            try:
+                conn = await rudp.aio.connect(proxy.address, **FAST)
+                for i in range(50):
+                    await conn.send(b"m%d" % i)
+                await conn.flush()
+                stats = conn.stats
+                assert stats.messages_sent == stats.messages_acked == 50
+                assert stats.send_queue_bytes == 0
+                # Acknowledged means deliverable at the peer: the handler gets all.
+                await arrived.wait()
+                assert seen == [b"m%d" % i for i in range(50)]
+                await conn.close()
+            finally:
+                # While the proxy still relays: the server's side of the close
+                # needs the client's last ack, which crosses the proxy too.
+                await server.wait_closed()
 
     run(main)
 
