@@ -1,14 +1,13 @@
 """Unit tests of the sans-IO core (``rudp.core.connection.SansIOConnection``).
 
-A tiny in-file ``Pair`` shuttles datagrams between two connections with a
-virtual clock; a ``drop`` hook decides per datagram what is lost.  The full
-network simulator lives in ``rudp.testing`` and has its own tests.
+Most tests step a client and a server by hand with ``rudp.testing.ConnectionPair``
+(an instant wire and a virtual clock); a ``drop`` hook decides per datagram what
+is lost.  The full network simulator lives in ``rudp.testing`` and has its own tests.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 import pytest
 
@@ -25,89 +24,12 @@ from rudp.events import (
     MessageAcknowledged,
     MessageReceived,
 )
-
-# (direction "c2s"/"s2c", decoded packet) -> True to drop the datagram
-DropRule = Callable[[str, wire.Packet], bool]
+from rudp.testing import ConnectionPair
 
 
-class Pair:
-    """Two connections joined by an instant wire with a virtual clock."""
-
-    def __init__(
-        self,
-        config: Config | None = None,
-        *,
-        seed: int = 0,
-        drop: DropRule | None = None,
-        client_isn: int | None = None,
-        server_isn: int | None = None,
-        server_config: Config | None = None,
-    ) -> None:
-        self.client = SansIOConnection(
-            config, is_client=True, rng=random.Random(seed), initial_sequence=client_isn
-        )
-        self.server = SansIOConnection(
-            server_config or config,
-            is_client=False,
-            rng=random.Random(seed + 1),
-            initial_sequence=server_isn,
-        )
-        self.now = 0.0
-        self.drop = drop
-        self.events: dict[str, list[Event]] = {"c": [], "s": []}
-        self.wire_log: list[tuple[str, wire.Packet]] = []
-
-    def pump(self) -> bool:
-        """Move every queued datagram once each way; True if anything moved."""
-        moved = False
-        for name, src, dst in (
-            ("c2s", self.client, self.server),
-            ("s2c", self.server, self.client),
-        ):
-            for datagram in src.datagrams_to_send(self.now):
-                moved = True
-                packet = wire.decode(datagram)
-                self.wire_log.append((name, packet))
-                if self.drop is None or not self.drop(name, packet):
-                    dst.receive_datagram(datagram, self.now)
-        for key, conn in (("c", self.client), ("s", self.server)):
-            while (event := conn.next_event()) is not None:
-                self.events[key].append(event)
-        return moved
-
-    def run(self, until: float = 120.0, *, stop: Callable[[], bool] | None = None) -> None:
-        """Pump and jump the clock to the next timer until quiet, ``stop()`` or ``until``."""
-        for _ in range(200_000):
-            while self.pump():
-                if stop is not None and stop():
-                    return
-            if stop is not None and stop():
-                return
-            timers = [
-                t for t in (self.client.get_timer(), self.server.get_timer()) if t is not None
-            ]
-            if not timers or min(timers) > until:
-                return
-            self.now = max(self.now, min(timers))
-            for conn in (self.client, self.server):
-                timer = conn.get_timer()
-                if timer is not None and timer <= self.now:
-                    conn.handle_timer(self.now)
-        raise AssertionError("no quiescence")
-
-    def received(self, key: str) -> list[bytes]:
-        return [e.data for e in self.events[key] if isinstance(e, MessageReceived)]
-
-    def acked(self, key: str) -> list[int]:
-        return [e.message_id for e in self.events[key] if isinstance(e, MessageAcknowledged)]
-
-    def kinds(self, key: str) -> list[str]:
-        """Event class names other than the per-message ones."""
-        return [
-            type(e).__name__
-            for e in self.events[key]
-            if not isinstance(e, MessageReceived | MessageAcknowledged)
-        ]
+def packet_type(datagram: bytes) -> wire.PacketType:
+    """The type of the packet in ``datagram`` (for drop rules that pick one kind)."""
+    return wire.decode(datagram).type
 
 
 def messages(count: int, size: int = 100) -> list[bytes]:
@@ -118,19 +40,19 @@ def messages(count: int, size: int = 100) -> list[bytes]:
 
 
 def test_handshake_connects_both_sides_with_distinct_random_ids() -> None:
-    pair = Pair(seed=7)
+    pair = ConnectionPair(seed=7)
     pair.client.connect(pair.now)
     pair.run(until=0.0)
-    assert pair.kinds("c") == ["Connected"]
-    assert pair.kinds("s") == ["Connected"]
+    assert pair.lifecycle("client") == ["Connected"]
+    assert pair.lifecycle("server") == ["Connected"]
     c, s = pair.client, pair.server
     assert c.state is s.state is ConnectionState.ESTABLISHED
     assert c.remote_connection_id == s.local_connection_id
     assert s.remote_connection_id == c.local_connection_id
     assert c.local_connection_id != s.local_connection_id
-    syn = pair.wire_log[0][1]
+    syn = pair.packets()[0][1]
     assert syn.type is wire.PacketType.SYN and syn.connection_id == 0
-    synack = pair.wire_log[1][1]
+    synack = pair.packets()[1][1]
     assert synack.type is wire.PacketType.SYN_ACK
     assert synack.connection_id == c.local_connection_id
     assert synack.ack == (syn.seq + 1) % 2**32
@@ -149,35 +71,35 @@ def test_seeded_rng_makes_ids_and_isns_reproducible() -> None:
 def test_lost_syn_and_syn_ack_are_retransmitted() -> None:
     dropped: list[str] = []
 
-    def drop(direction: str, packet: wire.Packet) -> bool:
-        kind = packet.type.name
+    def drop(sender: str, datagram: bytes) -> bool:
+        kind = packet_type(datagram).name
         if kind in ("SYN", "SYN_ACK") and kind not in dropped:
             dropped.append(kind)
             return True
         return False
 
-    pair = Pair(drop=drop)
+    pair = ConnectionPair(drop=drop)
     pair.client.send(b"hello")
     pair.client.connect(pair.now)
     pair.run(until=10)
     assert dropped == ["SYN", "SYN_ACK"]
-    assert pair.received("s") == [b"hello"]
-    assert pair.acked("c") == [0]
+    assert pair.received("server") == [b"hello"]
+    assert pair.acknowledged("client") == [0]
 
 
 def test_lost_ack_of_syn_ack_is_repaired_by_retransmitted_syn_ack() -> None:
     drops = {"n": 0}
 
-    def drop(direction: str, packet: wire.Packet) -> bool:
-        if direction == "c2s" and packet.type is wire.PacketType.ACK and drops["n"] == 0:
+    def drop(sender: str, datagram: bytes) -> bool:
+        if sender == "client" and packet_type(datagram) is wire.PacketType.ACK and drops["n"] == 0:
             drops["n"] += 1
             return True
         return False
 
-    pair = Pair(drop=drop)
+    pair = ConnectionPair(drop=drop)
     pair.client.connect(pair.now)
     pair.run(until=5)
-    assert pair.kinds("s") == ["Connected"]
+    assert pair.lifecycle("server") == ["Connected"]
     assert pair.server.state is ConnectionState.ESTABLISHED
 
 
@@ -185,14 +107,14 @@ def test_lost_ack_of_syn_ack_is_repaired_by_retransmitted_syn_ack() -> None:
 
 
 def test_messages_delivered_in_order_and_acknowledged_in_send_order() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     msgs = messages(300, 900)
     ids = [pair.client.send(m) for m in msgs]
     assert ids == list(range(300))
     pair.client.connect(pair.now)
     pair.run(until=5)
-    assert pair.received("s") == msgs
-    assert pair.acked("c") == ids
+    assert pair.received("server") == msgs
+    assert pair.acknowledged("client") == ids
     assert pair.client.send_queue_bytes == 0
     stats = pair.client.stats
     assert stats.messages_acked == 300 and stats.retransmissions == 0
@@ -200,7 +122,7 @@ def test_messages_delivered_in_order_and_acknowledged_in_send_order() -> None:
 
 
 def test_both_directions_at_once() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     up, down = messages(50, 2000), messages(60, 10)
     pair.client.connect(pair.now)
     for m in up:
@@ -208,62 +130,64 @@ def test_both_directions_at_once() -> None:
     for m in down:
         pair.server.send(m)
     pair.run(until=5)
-    assert pair.received("s") == up
-    assert pair.received("c") == down
-    assert pair.acked("s") == list(range(60))
+    assert pair.received("server") == up
+    assert pair.received("client") == down
+    assert pair.acknowledged("server") == list(range(60))
 
 
 def test_empty_and_multi_fragment_messages() -> None:
-    pair = Pair(Config(max_datagram_size=200))
+    pair = ConnectionPair(Config(max_datagram_size=200))
     msgs = [b"", b"x" * 168, b"y" * 169, b"", bytes(range(256)) * 40, b""]
     for m in msgs:
         pair.client.send(m)
     pair.client.connect(pair.now)
     pair.run(until=5)
-    assert pair.received("s") == msgs
-    data = [p for d, p in pair.wire_log if d == "c2s" and p.type is wire.PacketType.DATA]
+    assert pair.received("server") == msgs
+    data = [p for d, p in pair.packets() if d == "client" and p.type is wire.PacketType.DATA]
     assert all(len(p.payload) <= 200 - wire.OVERHEAD for p in data)
     assert data[0].payload == b"" and data[0].fragments_left == 0
     assert [p.fragments_left for p in data[1:4]] == [0, 1, 0]
 
 
 def test_effective_datagram_size_is_the_smaller_of_both() -> None:
-    pair = Pair(Config(max_datagram_size=1400), server_config=Config(max_datagram_size=300))
+    pair = ConnectionPair(
+        Config(max_datagram_size=1400), server_config=Config(max_datagram_size=300)
+    )
     pair.client.connect(pair.now)
     pair.client.send(b"z" * 5000)
     pair.server.send(b"w" * 5000)
     pair.run(until=5)
-    assert pair.received("s") == [b"z" * 5000]
-    assert pair.received("c") == [b"w" * 5000]
-    assert max(len(wire.encode(p)) for _, p in pair.wire_log) <= 300
+    assert pair.received("server") == [b"z" * 5000]
+    assert pair.received("client") == [b"w" * 5000]
+    assert max(len(datagram) for _, datagram in pair.sent) <= 300
 
 
 def test_random_loss_still_delivers_everything_exactly_once() -> None:
     rng = random.Random(42)
-    pair = Pair(drop=lambda d, p: rng.random() < 0.2)
+    pair = ConnectionPair(drop=lambda sender, datagram: rng.random() < 0.2)
     msgs = messages(200, 1500)
     pair.client.connect(pair.now)
     for m in msgs:
         pair.client.send(m)
     pair.client.close(pair.now)
     pair.run(until=300)
-    assert pair.received("s") == msgs
-    assert pair.acked("c") == list(range(200))
-    assert pair.kinds("c") == ["Connected", "PeerClosed", "Closed"]
-    assert pair.kinds("s") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.received("server") == msgs
+    assert pair.acknowledged("client") == list(range(200))
+    assert pair.lifecycle("client") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.lifecycle("server") == ["Connected", "PeerClosed", "Closed"]
     assert pair.client.stats.retransmissions > 0
 
 
 def test_single_loss_is_repaired_by_fast_retransmit_not_timeout() -> None:
     seen = {"n": 0}
 
-    def drop(direction: str, packet: wire.Packet) -> bool:
-        if direction == "c2s" and packet.type is wire.PacketType.DATA:
+    def drop(sender: str, datagram: bytes) -> bool:
+        if sender == "client" and packet_type(datagram) is wire.PacketType.DATA:
             seen["n"] += 1
             return seen["n"] == 5
         return False
 
-    pair = Pair(drop=drop)
+    pair = ConnectionPair(drop=drop)
     pair.client.connect(pair.now)
     pair.run(until=1)
     for m in messages(20):
@@ -273,11 +197,11 @@ def test_single_loss_is_repaired_by_fast_retransmit_not_timeout() -> None:
     assert stats.fast_retransmits == 1
     assert stats.retransmissions == 1
     assert stats.timeouts == 0
-    assert pair.received("s") == messages(20)
+    assert pair.received("server") == messages(20)
 
 
 def test_duplicated_datagrams_are_delivered_once() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     pair.client.connect(pair.now)
     pair.run(until=1)
     pair.client.send(b"once")
@@ -285,12 +209,12 @@ def test_duplicated_datagrams_are_delivered_once() -> None:
         for _ in range(3):
             pair.server.receive_datagram(datagram, pair.now)
     pair.run(until=2)
-    assert pair.received("s") == [b"once"]
+    assert pair.received("server") == [b"once"]
     assert pair.server.stats.duplicates_received == 2
 
 
 def test_reordering_is_undone() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     pair.client.connect(pair.now)
     pair.run(until=1)
     msgs = messages(30)
@@ -300,7 +224,7 @@ def test_reordering_is_undone() -> None:
     assert len(batch) == 10  # the initial congestion window
     pair.server.receive_datagrams(reversed(batch), pair.now)
     pair.run(until=3)
-    assert pair.received("s") == msgs
+    assert pair.received("server") == msgs
 
 
 # --- acknowledgement policy ------------------------------------------------------------------
@@ -308,7 +232,7 @@ def test_reordering_is_undone() -> None:
 
 def test_delayed_ack_waits_at_most_max_ack_delay() -> None:
     config = Config(max_ack_delay=0.025)
-    pair = Pair(config)
+    pair = ConnectionPair(config)
     pair.client.connect(pair.now)
     pair.run(until=1)
     start = pair.now
@@ -323,7 +247,7 @@ def test_delayed_ack_waits_at_most_max_ack_delay() -> None:
 
 
 def test_every_second_packet_is_acked_at_once() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     pair.client.connect(pair.now)
     pair.run(until=1)
     pair.client.send(b"a")
@@ -335,7 +259,7 @@ def test_every_second_packet_is_acked_at_once() -> None:
 
 
 def test_gap_is_acked_at_once_with_sack_blocks_lowest_first() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     pair.client.connect(pair.now)
     pair.run(until=1)
     for m in messages(8):
@@ -354,7 +278,7 @@ def test_gap_is_acked_at_once_with_sack_blocks_lowest_first() -> None:
 
 
 def test_graceful_close_after_all_data() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     pair.client.connect(pair.now)
     msgs = messages(40, 3000)
     for m in msgs:
@@ -363,26 +287,26 @@ def test_graceful_close_after_all_data() -> None:
     with pytest.raises(LocalProtocolError):
         pair.client.send(b"late")
     pair.run(until=30)
-    assert pair.received("s") == msgs
-    assert pair.kinds("c") == ["Connected", "PeerClosed", "Closed"]
-    assert pair.kinds("s") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.received("server") == msgs
+    assert pair.lifecycle("client") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.lifecycle("server") == ["Connected", "PeerClosed", "Closed"]
     # The side that acked the last FIN (the client) lingered, then ended.
     assert pair.client.is_closed and pair.server.is_closed
     assert pair.client.get_timer() is None and pair.client.datagrams_to_send(pair.now) == []
-    fins = [d for d, p in pair.wire_log if p.type is wire.PacketType.FIN]
-    assert fins == ["c2s", "s2c"]
+    fins = [d for d, p in pair.packets() if p.type is wire.PacketType.FIN]
+    assert fins == ["client", "server"]
     # PeerClosed comes after the last message on the server
-    assert isinstance(pair.events["s"][-3], MessageReceived)
+    assert isinstance(pair.events["server"][-3], MessageReceived)
 
 
 def test_time_wait_reacknowledges_a_retransmitted_fin() -> None:
     state = {"dropped": False}
 
-    def drop(direction: str, packet: wire.Packet) -> bool:
+    def drop(sender: str, datagram: bytes) -> bool:
         # Lose the client's ack of the server's FIN once.
         if (
-            direction == "c2s"
-            and packet.type is wire.PacketType.ACK
+            sender == "client"
+            and packet_type(datagram) is wire.PacketType.ACK
             and pair.client.state is ConnectionState.TIME_WAIT
             and not state["dropped"]
         ):
@@ -390,19 +314,19 @@ def test_time_wait_reacknowledges_a_retransmitted_fin() -> None:
             return True
         return False
 
-    pair = Pair(drop=drop)
+    pair = ConnectionPair(drop=drop)
     pair.client.connect(pair.now)
     pair.client.send(b"x")
     pair.client.close(pair.now)
     pair.run(until=30)
     assert state["dropped"]
-    assert pair.kinds("s") == ["Connected", "PeerClosed", "Closed"]
-    assert pair.kinds("c") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.lifecycle("server") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.lifecycle("client") == ["Connected", "PeerClosed", "Closed"]
     assert pair.server.state is ConnectionState.CLOSED
 
 
 def test_simultaneous_close() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     pair.client.connect(pair.now)
     pair.run(until=1)
     pair.client.send(b"c")
@@ -410,21 +334,21 @@ def test_simultaneous_close() -> None:
     pair.client.close(pair.now)
     pair.server.close(pair.now)
     pair.run(until=30)
-    assert pair.received("s") == [b"c"] and pair.received("c") == [b"s"]
-    assert pair.kinds("c") == ["Connected", "PeerClosed", "Closed"]
-    assert pair.kinds("s") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.received("server") == [b"c"] and pair.received("client") == [b"s"]
+    assert pair.lifecycle("client") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.lifecycle("server") == ["Connected", "PeerClosed", "Closed"]
     assert pair.client.is_closed and pair.server.is_closed
 
 
 def test_close_during_handshake_is_deferred() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     pair.client.send(b"early")
     pair.client.connect(pair.now)
     pair.client.close(pair.now)
     assert pair.client.state is ConnectionState.SYN_SENT
     pair.run(until=30)
-    assert pair.received("s") == [b"early"]
-    assert pair.kinds("c") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.received("server") == [b"early"]
+    assert pair.lifecycle("client") == ["Connected", "PeerClosed", "Closed"]
 
 
 def test_close_before_connect() -> None:
@@ -444,34 +368,34 @@ def test_close_before_connect() -> None:
 
 
 def test_textbook_policy_against_a_black_hole_fails_at_3_1_seconds() -> None:
-    pair = Pair(Config.textbook(), drop=lambda d, p: True)
+    pair = ConnectionPair(Config.textbook(), drop=lambda sender, datagram: True)
     pair.client.connect(pair.now)
     for m in (b"a", b"b", b"c"):
         pair.client.send(m)
     pair.run(until=60, stop=lambda: pair.client.is_closed)
-    (failed,) = [e for e in pair.events["c"] if isinstance(e, Failed)]
+    (failed,) = [e for e in pair.events["client"] if isinstance(e, Failed)]
     assert failed.undelivered == (0, 1, 2)
     assert failed.reason.startswith("peer unreachable")
     assert pair.now == pytest.approx(0.1 + 0.2 + 0.4 + 0.8 + 1.6)
-    syns = [p for d, p in pair.wire_log if p.type is wire.PacketType.SYN]
+    syns = [p for d, p in pair.packets() if p.type is wire.PacketType.SYN]
     assert len(syns) == 5  # the original and four retransmissions
     assert pair.client.get_timer() is None
 
 
 def test_textbook_policy_when_the_peer_dies_mid_transfer() -> None:
     dead = {"on": False}
-    pair = Pair(Config.textbook(), drop=lambda d, p: dead["on"])
+    pair = ConnectionPair(Config.textbook(), drop=lambda sender, datagram: dead["on"])
     pair.client.connect(pair.now)
     pair.run(until=1)
     pair.client.send(b"delivered")
     pair.run(until=2)
-    assert pair.acked("c") == [0]
+    assert pair.acknowledged("client") == [0]
     dead["on"] = True
     start = pair.now
     for m in (b"lost1", b"lost2"):
         pair.client.send(m)
     pair.run(until=60, stop=lambda: pair.client.is_closed)
-    (failed,) = [e for e in pair.events["c"] if isinstance(e, Failed)]
+    (failed,) = [e for e in pair.events["client"] if isinstance(e, Failed)]
     assert failed.undelivered == (1, 2)
     # The RTO is at its 0.1 s floor here, so the same 3.1 s schedule applies.
     assert pair.now - start == pytest.approx(3.1)
@@ -480,37 +404,37 @@ def test_textbook_policy_when_the_peer_dies_mid_transfer() -> None:
 def test_peer_timeout_fails_a_silent_connection() -> None:
     dead = {"on": False}
     config = Config(peer_timeout=3.0, keepalive_interval=1.0)
-    pair = Pair(config, drop=lambda d, p: dead["on"])
+    pair = ConnectionPair(config, drop=lambda sender, datagram: dead["on"])
     pair.client.connect(pair.now)
     pair.run(until=1)
     dead["on"] = True
     start = pair.now
     pair.run(until=60, stop=lambda: pair.client.is_closed)
-    (failed,) = [e for e in pair.events["c"] if isinstance(e, Failed)]
+    (failed,) = [e for e in pair.events["client"] if isinstance(e, Failed)]
     assert failed.undelivered == ()
     assert pair.now - start == pytest.approx(3.0)
 
 
 def test_keepalive_keeps_an_idle_connection_open() -> None:
     config = Config(peer_timeout=3.0, keepalive_interval=1.0)
-    pair = Pair(config)
+    pair = ConnectionPair(config)
     pair.client.connect(pair.now)
     pair.run(until=20)
     assert pair.client.state is ConnectionState.ESTABLISHED
     assert pair.server.state is ConnectionState.ESTABLISHED
-    pings = [p for _, p in pair.wire_log if p.type is wire.PacketType.PING]
+    pings = [p for _, p in pair.packets() if p.type is wire.PacketType.PING]
     assert len(pings) >= 10
 
 
 def test_reset_fails_the_peer_with_its_undelivered_messages() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     pair.client.connect(pair.now)
     pair.run(until=1)
     pair.server.send(b"never acked")
     pair.client.abort("bye")
     pair.run(until=2)
-    assert pair.events["c"][-1] == Failed("bye", (), FailureKind.ABORTED)
-    assert pair.events["s"][-1] == Failed("reset by peer", (0,), FailureKind.RESET_BY_PEER)
+    assert pair.events["client"][-1] == Failed("bye", (), FailureKind.ABORTED)
+    assert pair.events["server"][-1] == Failed("reset by peer", (0,), FailureKind.RESET_BY_PEER)
     assert pair.client.datagrams_to_send(pair.now) == []
 
 
@@ -559,34 +483,36 @@ def test_64_mib_message_end_to_end() -> None:
     # (1,025 fragments); the next test covers many small fragments.
     size = 64 * 1024 * 1024
     message = random.Random(5).randbytes(size)
-    pair = Pair(Config(max_datagram_size=65507))
+    pair = ConnectionPair(Config(max_datagram_size=65507))
     pair.client.connect(pair.now)
     pair.client.send(message)
-    pair.run(until=10, stop=lambda: bool(pair.acked("c")))
-    (received,) = pair.received("s")
+    pair.run(until=10, stop=lambda: bool(pair.acknowledged("client")))
+    (received,) = pair.received("server")
     assert received == message
-    assert pair.acked("c") == [0]
+    assert pair.acknowledged("client") == [0]
 
 
 def test_multi_mib_message_with_default_datagrams_and_loss() -> None:
     rng = random.Random(9)
     message = rng.randbytes(3 * 1024 * 1024 + 17)  # about 2,300 fragments
-    pair = Pair(drop=lambda d, p: rng.random() < 0.05)
+    pair = ConnectionPair(drop=lambda sender, datagram: rng.random() < 0.05)
     pair.client.connect(pair.now)
     pair.client.send(message)
     pair.client.send(b"after")
-    pair.run(until=120, stop=lambda: len(pair.acked("c")) == 2)
-    assert pair.received("s") == [message, b"after"]
+    pair.run(until=120, stop=lambda: len(pair.acknowledged("client")) == 2)
+    assert pair.received("server") == [message, b"after"]
 
 
 def test_message_larger_than_receiver_allows_fails_the_connection() -> None:
-    pair = Pair(Config(max_datagram_size=200), server_config=Config(max_message_size=1000))
+    pair = ConnectionPair(
+        Config(max_datagram_size=200), server_config=Config(max_message_size=1000)
+    )
     pair.client.connect(pair.now)
     pair.client.send(b"q" * 5000)
     pair.run(until=5)
-    assert isinstance(pair.events["s"][-1], Failed)
-    assert "message too large" in pair.events["s"][-1].reason
-    assert pair.events["c"][-1] == Failed("reset by peer", (0,), FailureKind.RESET_BY_PEER)
+    assert isinstance(pair.events["server"][-1], Failed)
+    assert "message too large" in pair.events["server"][-1].reason
+    assert pair.events["client"][-1] == Failed("reset by peer", (0,), FailureKind.RESET_BY_PEER)
 
 
 # --- sequence wraparound ------------------------------------------------------------------------
@@ -595,7 +521,11 @@ def test_message_larger_than_receiver_allows_fails_the_connection() -> None:
 def test_sequence_numbers_wrap_around_2_to_the_32() -> None:
     rng = random.Random(11)
     isn = 2**32 - 5
-    pair = Pair(client_isn=isn, server_isn=isn, drop=lambda d, p: rng.random() < 0.1)
+    pair = ConnectionPair(
+        client_initial_sequence=isn,
+        server_initial_sequence=isn,
+        drop=lambda sender, datagram: rng.random() < 0.1,
+    )
     msgs = messages(400, 50)
     pair.client.connect(pair.now)
     for m in msgs:
@@ -603,10 +533,10 @@ def test_sequence_numbers_wrap_around_2_to_the_32() -> None:
         pair.server.send(m[::-1])
     pair.client.close(pair.now)
     pair.run(until=300)
-    assert pair.received("s") == msgs
-    assert pair.received("c") == [m[::-1] for m in msgs]
-    assert pair.kinds("c") == ["Connected", "PeerClosed", "Closed"]
-    seqs = [p.seq for d, p in pair.wire_log if d == "c2s" and p.type is wire.PacketType.DATA]
+    assert pair.received("server") == msgs
+    assert pair.received("client") == [m[::-1] for m in msgs]
+    assert pair.lifecycle("client") == ["Connected", "PeerClosed", "Closed"]
+    seqs = [p.seq for d, p in pair.packets() if d == "client" and p.type is wire.PacketType.DATA]
     assert max(seqs) == 2**32 - 1 and min(seqs) == 0  # it really crossed the boundary
     assert pair.client.stats.datagrams_dropped == 0 and pair.server.stats.datagrams_dropped == 0
 
@@ -654,7 +584,7 @@ def test_unread_messages_close_the_window_and_reading_reopens_it() -> None:
 
 
 def test_lost_window_update_is_recovered_by_a_zero_window_probe() -> None:
-    pair = Pair(Config(receive_window=4))
+    pair = ConnectionPair(Config(receive_window=4))
     pair.client.connect(pair.now)
     pair.run(until=0.5)
     for m in messages(12):
@@ -671,18 +601,18 @@ def test_lost_window_update_is_recovered_by_a_zero_window_probe() -> None:
     assert len(read) == 4
     (update,) = [wire.decode(d) for d in pair.server.datagrams_to_send(pair.now)]
     assert update.type is wire.PacketType.ACK and update.window == 4
-    n = len(pair.wire_log)
-    pair.run(until=30, stop=lambda: len(pair.received("s")) == 8)
-    assert read + pair.received("s") == messages(12)
-    pings = [p for d, p in pair.wire_log[n:] if d == "c2s" and p.type is wire.PacketType.PING]
+    n = len(pair.sent)
+    pair.run(until=30, stop=lambda: len(pair.received("server")) == 8)
+    assert read + pair.received("server") == messages(12)
+    pings = [p for d, p in pair.packets(n) if d == "client" and p.type is wire.PacketType.PING]
     assert pings  # the probe that rediscovered the window
 
 
 # --- hostile input ------------------------------------------------------------------------------
 
 
-def established(config: Config | None = None) -> Pair:
-    pair = Pair(config)
+def established(config: Config | None = None) -> ConnectionPair:
+    pair = ConnectionPair(config)
     pair.client.connect(pair.now)
     pair.run(until=0.1)
     return pair
@@ -749,7 +679,7 @@ def test_hostile_datagrams_are_dropped_and_counted() -> None:
     assert after.packets_in_flight == before.packets_in_flight == 1
     # The connection still works.
     pair.run(until=5)
-    assert pair.received("s") == [b"in flight"]
+    assert pair.received("server") == [b"in flight"]
 
 
 def test_random_corruption_never_raises_and_memory_stays_bounded() -> None:
@@ -817,27 +747,27 @@ def drain(conn: SansIOConnection) -> list[Event]:
 
 
 def test_idle_timeout_closes_an_idle_connection_gracefully() -> None:
-    pair = Pair(Config(idle_timeout=3.0, keepalive_interval=1.0))
+    pair = ConnectionPair(Config(idle_timeout=3.0, keepalive_interval=1.0))
     pair.client.connect(pair.now)
     pair.client.send(b"last words")
     pair.run(until=60)
-    assert pair.received("s") == [b"last words"]
-    assert pair.kinds("c") == ["Connected", "PeerClosed", "Closed"]
-    assert pair.kinds("s") == ["Connected", "PeerClosed", "Closed"]
-    fin = next(p for d, p in pair.wire_log if p.type is wire.PacketType.FIN)
+    assert pair.received("server") == [b"last words"]
+    assert pair.lifecycle("client") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.lifecycle("server") == ["Connected", "PeerClosed", "Closed"]
+    fin = next(p for d, p in pair.packets() if p.type is wire.PacketType.FIN)
     assert fin is not None
     assert pair.client.is_closed and pair.server.is_closed
 
 
 def test_server_closed_before_its_syn_closes_right_after_the_handshake() -> None:
-    pair = Pair()
+    pair = ConnectionPair()
     pair.server.send(b"greeting")
     pair.server.close(pair.now)
     assert pair.server.state is ConnectionState.LISTEN
     pair.client.connect(pair.now)
     pair.run(until=30)
-    assert pair.received("c") == [b"greeting"]
-    assert pair.kinds("s") == ["Connected", "PeerClosed", "Closed"]
+    assert pair.received("client") == [b"greeting"]
+    assert pair.lifecycle("server") == ["Connected", "PeerClosed", "Closed"]
     assert pair.client.is_closed and pair.server.is_closed
 
 
@@ -898,7 +828,7 @@ def test_sack_blocks_are_limited_to_what_fits_and_lowest_first() -> None:
 
 def _in_state(target: ConnectionState) -> tuple[SansIOConnection, SansIOConnection]:
     """A (connection in ``target``, its peer) pair, reached by honest steps."""
-    pair = Pair()
+    pair = ConnectionPair()
     c, s = pair.client, pair.server
     if target is ConnectionState.LISTEN:
         return s, c

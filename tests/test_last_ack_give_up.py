@@ -20,17 +20,15 @@ def _lose_last_ack(message: bytes | None) -> tuple[ConnectionPair, float]:
     retransmissions are lost until the server's linger ran out.  Returns the pair and
     the time the client last heard from the server."""
     blocked: set[str] = set()
-    pair = ConnectionPair(CONFIG, intercept=lambda side, d: [] if side in blocked else [d])
+    pair = ConnectionPair(CONFIG, drop=lambda sender, datagram: sender in blocked)
     pair.handshake()
     if message is not None:
         pair.client.send(message)
     pair.server.close(pair.now)
-    for datagram in pair.server.datagrams_to_send(pair.now):  # the server's FIN
-        pair.client.receive_datagram(datagram, pair.now)
+    pair.deliver("server")  # the server's FIN
     last_heard = pair.now
     blocked.add("server")  # the server's acks are lost from now on
-    for datagram in pair.client.datagrams_to_send(pair.now):  # DATA, then the client's FIN
-        pair.server.receive_datagram(datagram, pair.now)
+    pair.deliver("client")  # DATA, then the client's FIN
     assert pair.server.state is ConnectionState.TIME_WAIT
     blocked.add("client")
     pair.advance(CONFIG.close_linger + 0.01)
@@ -48,15 +46,15 @@ def test_fin_only_unacknowledged_ends_closed_after_peer_timeout() -> None:
     pair.advance(1.0)
     assert pair.client.state is ConnectionState.CLOSED
     assert pair.client.get_timer() is None
-    assert [e for e in pair.events(pair.client) if isinstance(e, (Closed, Failed))] == [Closed()]
+    assert [e for e in pair.events["client"] if isinstance(e, (Closed, Failed))] == [Closed()]
 
 
 def test_unacknowledged_message_ends_failed_and_listed() -> None:
     pair, _ = _lose_last_ack(b"x" * 300)
-    received = [e for e in pair.events(pair.server) if type(e).__name__ == "MessageReceived"]
+    received = pair.received("server")
     assert len(received) == 1  # the message did arrive; only its ack was lost
     pair.advance(CONFIG.peer_timeout + 1.0)
-    ends = [e for e in pair.events(pair.client) if isinstance(e, (Closed, Failed))]
+    ends = [e for e in pair.events["client"] if isinstance(e, (Closed, Failed))]
     assert len(ends) == 1 and isinstance(ends[0], Failed)
     assert ends[0].reason.startswith("peer unreachable")
     assert ends[0].undelivered == (0,)

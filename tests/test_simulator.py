@@ -1,7 +1,8 @@
 """Tests of the virtual-time simulator, driven by small fake endpoints.
 
 The fakes are independent of rudp's core on purpose: they test the simulator's
-clock, delivery and bookkeeping, not the protocol.
+clock, delivery and bookkeeping, not the protocol.  The last tests cover
+``ConnectionPair``, which has no network to fake and steps real connections.
 """
 
 from __future__ import annotations
@@ -258,12 +259,54 @@ def test_connection_pair_steps_a_real_connection_by_hand() -> None:
 
     pair = ConnectionPair(seed=3, intercept=drop_first_data)
     pair.handshake()
-    assert Connected() in pair.events(pair.client)
-    assert Connected() in pair.events(pair.server)
+    assert Connected() in pair.events["client"]
+    assert Connected() in pair.events["server"]
+    seen = {side: len(events) for side, events in pair.events.items()}
     pair.client.send(b"hello")
     pair.pump()
-    assert dropped and pair.events(pair.server) == []
+    assert dropped and pair.events["server"][seen["server"] :] == []
     pair.advance(5.0)  # the retransmission timer fires and the message gets through
-    assert MessageReceived(b"hello") in pair.events(pair.server)
-    assert MessageAcknowledged(0) in pair.events(pair.client)
+    assert MessageReceived(b"hello") in pair.events["server"][seen["server"] :]
+    assert MessageAcknowledged(0) in pair.events["client"][seen["client"] :]
     assert pair.other(pair.client) is pair.server
+
+
+def test_connection_pair_run_stops_at_the_condition_or_the_deadline() -> None:
+    from rudp.config import Config
+    from rudp.testing import ConnectionPair
+
+    pair = ConnectionPair(Config(keepalive_interval=1.0, peer_timeout=30.0))
+    pair.handshake()
+    assert pair.lifecycle("client") == pair.lifecycle("server") == ["Connected"]
+    # Idle but for keepalives: the deadline ends the run, the clock stays at the last timer.
+    assert pair.run(until=5.5) is False
+    assert 4.0 < pair.now <= 5.5
+    assert any(sender == "client" for sender, _ in pair.sent)
+    pair.client.send(b"ping")
+    assert pair.run(stop=lambda: pair.acknowledged("client") == [0]) is True
+    assert pair.received("server") == [b"ping"]
+    start = pair.now
+    pair.advance(0.25)  # advance, unlike run, ends exactly at now + seconds
+    assert pair.now == start + 0.25
+
+
+def test_connection_pair_deliver_moves_one_direction_once() -> None:
+    from rudp.testing import ConnectionPair
+
+    pair = ConnectionPair()
+    pair.client.connect(pair.now)
+    assert pair.deliver("client") == 1  # the SYN
+    assert [sender for sender, _ in pair.sent] == ["client"]
+    assert len(pair.server.datagrams_to_send(pair.now)) == 1  # the SYN_ACK was left queued
+    with pytest.raises(ValueError):
+        pair.deliver("nobody")
+
+
+def test_connection_pair_handshake_fails_loudly_through_a_black_hole() -> None:
+    from rudp.config import Config
+    from rudp.testing import ConnectionPair
+
+    pair = ConnectionPair(Config(peer_timeout=2.0), drop=lambda sender, datagram: True)
+    with pytest.raises(RuntimeError, match="handshake"):
+        pair.handshake()
+    assert pair.lifecycle("client") == ["Failed"]

@@ -8,8 +8,8 @@ spec cannot grow an untested MUST.
 The tests drive ``rudp.core.connection.SansIOConnection`` directly with crafted
 datagrams and a virtual clock (plain floats passed as ``now``): no sockets, no
 sleeps, no wall-clock time.  Where a test needs a live peer it uses a second
-engine joined by a lossless in-memory wire (``_Pair``) that the test steps by
-hand, dropping or rewriting datagrams where the requirement calls for it.
+engine joined by a lossless in-memory wire (``rudp.testing.ConnectionPair``)
+that the test steps by hand, dropping datagrams where the requirement calls for it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import random
 import re
 import struct
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,6 +44,7 @@ from rudp.events import (
     MessageReceived,
     PeerClosed,
 )
+from rudp.testing import ConnectionPair
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "protocol.md"
 TAG = re.compile(r"\[§(\d+(?:\.\d+)*-\d+)\]")
@@ -353,83 +354,6 @@ def _client_under_test(
     return peer
 
 
-class _Pair:
-    """Two engines joined by an in-memory wire that the test steps by hand."""
-
-    def __init__(
-        self,
-        config: Config | None = None,
-        *,
-        server_config: Config | None = None,
-        seed: int = 3,
-        client_isn: int | None = None,
-        server_isn: int | None = None,
-        drop: Callable[[str, bytes], bool] | None = None,
-    ) -> None:
-        self.client = _engine(config, is_client=True, seed=seed, isn=client_isn)
-        self.server = _engine(
-            server_config or config, is_client=False, seed=seed + 1, isn=server_isn
-        )
-        self.now = 0.0
-        self.drop = drop
-        self.seen: list[tuple[str, bytes]] = []
-        self.events: dict[str, list[Event]] = {"client": [], "server": []}
-
-    def pump(self) -> int:
-        """Deliver datagrams both ways until both sides are quiet at this instant."""
-        moved = 0
-        for _ in range(10_000):
-            progressed = False
-            for name, src, dst in (
-                ("client", self.client, self.server),
-                ("server", self.server, self.client),
-            ):
-                for data in src.datagrams_to_send(self.now):
-                    progressed = True
-                    self.seen.append((name, data))
-                    if self.drop is None or not self.drop(name, data):
-                        dst.receive_datagram(data, self.now)
-                        moved += 1
-            if not progressed:
-                return moved
-        raise AssertionError("livelock: still sending after 10000 rounds")
-
-    def both_closed(self) -> bool:
-        """Both engines are terminal."""
-        return self.client.is_closed and self.server.is_closed
-
-    def collect_events(self) -> None:
-        self.events["client"] += _drain_events(self.client)
-        self.events["server"] += _drain_events(self.server)
-
-    def handshake(self) -> None:
-        self.client.connect(self.now)
-        self.run(
-            until=lambda: (
-                self.client.state is ConnectionState.ESTABLISHED
-                and self.server.state is ConnectionState.ESTABLISHED
-            )
-        )
-
-    def run(self, until: Callable[[], bool], *, max_steps: int = 100_000) -> None:
-        """Pump, read events, fire the earliest timer; repeat until ``until()`` holds."""
-        for _ in range(max_steps):
-            self.pump()
-            self.collect_events()
-            if until():
-                return
-            timers = [
-                t for t in (self.client.get_timer(), self.server.get_timer()) if t is not None
-            ]
-            assert timers, "nothing left to happen, condition never met"
-            self.now = max(self.now, min(timers))
-            for conn in (self.client, self.server):
-                timer = conn.get_timer()
-                if timer is not None and timer <= self.now:
-                    conn.handle_timer(self.now)
-        raise AssertionError("condition not met within the step budget")
-
-
 # --- §3 wire format -----------------------------------------------------------------
 
 
@@ -470,14 +394,14 @@ def test_s3_2_sender_never_sets_reserved_flags() -> None:
         with pytest.raises(ValueError):
             wire.encode(_packet(flags=1 << bit))
     # And every datagram of a whole conversation has them clear.
-    pair = _Pair()
+    pair = ConnectionPair()
     pair.handshake()
     pair.client.send(b"x" * 5000)
     pair.server.send(b"y")
     pair.client.close(pair.now)
-    pair.run(until=lambda: pair.client.is_closed and pair.server.is_closed)
-    assert pair.seen, "the conversation produced datagrams"
-    assert all(data[2] & 0xFE == 0 for _, data in pair.seen)
+    assert pair.run(stop=lambda: pair.client.is_closed and pair.server.is_closed)
+    assert pair.sent, "the conversation produced datagrams"
+    assert all(data[2] & 0xFE == 0 for _, data in pair.sent)
 
 
 def test_s3_2_receiver_drops_reserved_flags() -> None:
@@ -918,12 +842,14 @@ def test_s6_2_duplicate_syn_gets_same_syn_ack() -> None:
 
 def test_s6_2_messages_sent_before_connected_are_delivered() -> None:
     """§6.2-4: messages passed to send() before the handshake are queued and delivered in order."""
-    pair = _Pair()
+    pair = ConnectionPair()
     ids = [pair.client.send(b"early %d" % i) for i in range(3)]
     assert ids == [0, 1, 2]
     pair.server.send(b"server early")
     pair.client.connect(pair.now)
-    pair.run(until=lambda: len(pair.events["server"]) >= 4 and len(pair.events["client"]) >= 2)
+    assert pair.run(
+        stop=lambda: len(pair.events["server"]) >= 4 and len(pair.events["client"]) >= 2
+    )
     received = [e for e in pair.events["server"] if isinstance(e, MessageReceived)]
     assert received == [_received(b"early 0"), _received(b"early 1"), _received(b"early 2")]
     assert _received(b"server early") in pair.events["client"]
@@ -980,13 +906,13 @@ def test_s6_3_peer_closed_after_all_messages() -> None:
 def test_s6_3_exactly_one_closed_event() -> None:
     """§6.3-4: a graceful close (either side first, or both) reports Closed exactly once."""
     for closers in (("client",), ("server",), ("client", "server")):
-        pair = _Pair(Config(keepalive_interval=None))
+        pair = ConnectionPair(Config(keepalive_interval=None))
         pair.handshake()
         pair.client.send(b"c" * 3000)
         pair.server.send(b"s" * 3000)
         for name in closers:
             getattr(pair, name).close(pair.now)
-        pair.run(until=pair.both_closed)
+        assert pair.run(stop=pair.both_closed)
         for name in ("client", "server"):
             events = pair.events[name]
             assert events.count(Closed()) == 1, (closers, name, events)
@@ -998,12 +924,12 @@ def test_s6_3_exactly_one_closed_event() -> None:
 
 def test_s6_3_terminal_connection_is_silent() -> None:
     """§6.3-5: in CLOSED or FAILED, get_timer() is None and datagrams_to_send() is empty."""
-    pair = _Pair(Config(keepalive_interval=None))
+    pair = ConnectionPair(Config(keepalive_interval=None))
     pair.handshake()
     pair.client.send(b"bye")
     pair.client.close(pair.now)
-    pair.run(
-        until=lambda: (
+    assert pair.run(
+        stop=lambda: (
             pair.client.state is ConnectionState.CLOSED
             and pair.server.state is ConnectionState.CLOSED
         )
@@ -1132,10 +1058,10 @@ def test_s7_3_transfer_across_wraparound() -> None:
             return True
         return False
 
-    pair = _Pair(
+    pair = ConnectionPair(
         Config(max_datagram_size=300, keepalive_interval=None),
-        client_isn=(1 << 32) - 5,
-        server_isn=(1 << 32) - 3,
+        client_initial_sequence=(1 << 32) - 5,
+        server_initial_sequence=(1 << 32) - 3,
         drop=lossy,
     )
     pair.handshake()
@@ -1143,8 +1069,8 @@ def test_s7_3_transfer_across_wraparound() -> None:
     for message in messages:
         pair.client.send(message)
         pair.server.send(message[::-1])
-    pair.run(
-        until=lambda: (
+    assert pair.run(
+        stop=lambda: (
             sum(isinstance(e, MessageReceived) for e in pair.events["server"]) == 40
             and sum(isinstance(e, MessageReceived) for e in pair.events["client"]) == 40
         )
@@ -1153,7 +1079,7 @@ def test_s7_3_transfer_across_wraparound() -> None:
     assert [e.data for e in pair.events["client"] if isinstance(e, MessageReceived)] == [
         m[::-1] for m in messages
     ]
-    wire_seqs = {wire.decode(d).seq for _, d in pair.seen}
+    wire_seqs = {wire.decode(d).seq for _, d in pair.sent}
     assert min(wire_seqs) < 100 and max(wire_seqs) > (1 << 32) - 10, "the numbers did wrap"
     assert lost_once, "the test exercised loss recovery"
 

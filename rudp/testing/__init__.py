@@ -9,7 +9,9 @@ Like ``trio.testing``, this is public API:
   virtual clock that jumps to the next deadline; one seed replays a run.
 - :func:`transfer` / :class:`TransferResult`: connect, exchange messages both
   ways, close, and report what each side saw, in one call.
-- :class:`ConnectionPair`: a client and a server back to back, stepped by hand.
+- :class:`ConnectionPair`: a client and a server back to back on an instant
+  wire, stepped by hand, with a hook to drop or alter datagrams and a record
+  of everything sent and every event.
 """
 
 from rudp.testing.harness import SideResult, TransferResult, make_pair, transfer
