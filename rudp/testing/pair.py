@@ -243,7 +243,10 @@ class ConnectionPair:
         return [e.message_id for e in self.events[side] if isinstance(e, MessageAcknowledged)]
 
     def lifecycle(self, side: str) -> list[str]:
-        """Class names of ``side``'s other events, in order: ``["Connected", "PeerClosed", ...]``."""
+        """Class names of ``side``'s events other than messages and acks, in order.
+
+        For a clean run: ``["Connected", "PeerClosed", "Closed"]``.
+        """
         return [
             type(e).__name__
             for e in self.events[side]
