@@ -28,7 +28,7 @@ from rudp.core.connection import SansIOConnection
 from rudp.core.wire import Packet, PacketType
 from rudp.errors import BadPacket
 from rudp.events import Closed, Event, Failed, MessageAcknowledged, MessageReceived
-from rudp.testing import Endpoint, LinkProfile, Simulator, make_pair
+from rudp.testing import LinkProfile, SimulatedPeer, Simulator, make_pair
 
 U16 = st.integers(0, 0xFFFF)
 U32 = st.integers(0, 0xFFFFFFFF)
@@ -223,8 +223,8 @@ def _run_pair(
     loss: float,
 ) -> tuple[Simulator, int]:
     client, server = make_pair(Config(peer_timeout=3600.0), seed=seed)
-    a: Endpoint = client
-    b: Endpoint = server
+    a: SimulatedPeer = client
+    b: SimulatedPeer = server
     if noise:
         a, b = NoisyEndpoint(client, seed, noise), NoisyEndpoint(server, seed + 1, noise)
     sim = Simulator(a, b, profile_ab=LinkProfile.lossy(loss), seed=seed)

@@ -5,28 +5,35 @@ Like ``trio.testing``, this is public API:
 - :class:`LinkProfile`, :class:`GilbertElliott`, :class:`Link`, :class:`LinkStats`:
   a seeded, sans-IO model of one direction of a lossy, duplicating,
   reordering, corrupting, rate-limited path.
-- :class:`Simulator`: two sans-IO endpoints, one link per direction and a
-  virtual clock that jumps to the next deadline; one seed replays a run.
-- :func:`transfer` / :class:`TransferResult`: connect, exchange messages both
-  ways, close, and report what each side saw, in one call.
+- :class:`Simulator`: two sans-IO peers (anything that is a
+  :class:`SimulatedPeer`), one link per direction and a virtual clock that
+  jumps to the next deadline; one seed replays a run.  :func:`derive_rng`
+  gives each component of a seeded run its own random stream.
+- :func:`transfer` / :class:`TransferResult` / :class:`SideResult`: connect,
+  exchange messages both ways, close, and report what each side saw, in one
+  call.  :func:`make_pair` builds the seeded client and server it uses.
 - :class:`ConnectionPair`: a client and a server back to back on an instant
-  wire, stepped by hand, with a hook to drop or alter datagrams and a record
+  wire, stepped by hand, with hooks to drop or alter datagrams and a record
   of everything sent and every event.
+
+Two submodules are imported by name because they use real sockets and threads:
+``rudp.testing.proxy`` (``LossyProxy``, the link model on a UDP relay) and
+``rudp.testing.conformance`` (the checks every driver must pass).
 """
 
 from rudp.testing.harness import SideResult, TransferResult, make_pair, transfer
 from rudp.testing.link import GilbertElliott, Link, LinkProfile, LinkStats
 from rudp.testing.pair import ConnectionPair
-from rudp.testing.simulator import Endpoint, Simulator, derive_rng
+from rudp.testing.simulator import SimulatedPeer, Simulator, derive_rng
 
 __all__ = [
     "ConnectionPair",
-    "Endpoint",
     "GilbertElliott",
     "Link",
     "LinkProfile",
     "LinkStats",
     "SideResult",
+    "SimulatedPeer",
     "Simulator",
     "TransferResult",
     "derive_rng",

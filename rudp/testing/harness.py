@@ -41,7 +41,7 @@ CloseMode = Literal["client", "server", "both", "none"]
 
 @dataclass
 class SideResult:
-    """What one endpoint of a :func:`transfer` saw."""
+    """What one side (client or server) of a :func:`transfer` saw."""
 
     received: list[bytes] = field(default_factory=list)
     """Payloads of its ``MessageReceived`` events, in order."""

@@ -1,9 +1,10 @@
-"""A deterministic, virtual-time network simulator for two sans-IO endpoints.
+"""A deterministic, virtual-time network simulator for two sans-IO peers.
 
-:class:`Simulator` joins two endpoints (anything with the sans-IO surface of
-:class:`rudp.core.connection.SansIOConnection`) with one :class:`~rudp.testing.link.Link`
-per direction.  Time is virtual: like trio's ``MockClock`` with autojump, the
-clock leaps straight to the next deadline, the earliest of both endpoints'
+:class:`Simulator` joins two peers (anything with the sans-IO surface of
+:class:`rudp.core.connection.SansIOConnection`, spelled out by
+:class:`SimulatedPeer`) with one :class:`~rudp.testing.link.Link` per
+direction.  Time is virtual: like trio's ``MockClock`` with autojump, the
+clock leaps straight to the next deadline, the earliest of both peers'
 ``get_timer()`` and both links' ``next_arrival()``.  Hours of retransmission
 backoff therefore cost milliseconds of wall time, and nothing sleeps.
 
@@ -20,11 +21,16 @@ from typing import Protocol
 from rudp.events import Event
 from rudp.testing.link import Link, LinkProfile
 
-__all__ = ["Endpoint", "Simulator", "derive_rng"]
+__all__ = ["SimulatedPeer", "Simulator", "derive_rng"]
 
 
-class Endpoint(Protocol):
-    """The sans-IO surface the simulator drives (that of ``SansIOConnection``)."""
+class SimulatedPeer(Protocol):
+    """What the simulator drives: the sans-IO surface of one connection.
+
+    ``SansIOConnection`` has it; so can a test's own fake or a wrapper around a
+    connection.  (Not to be confused with ``rudp.Endpoint``, the multiplexer
+    the drivers put between a socket and many connections.)
+    """
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Every datagram ready to go out at ``now``."""
@@ -57,23 +63,23 @@ def derive_rng(seed: int, name: str) -> random.Random:
 
 
 class Simulator:
-    """Two endpoints, two impaired links and a virtual clock.
+    """Two peers, two impaired links and a virtual clock.
 
     ``a`` sends through ``link_ab`` to ``b``; ``b`` answers through ``link_ba``.
-    Events each endpoint reports are collected in ``events["a"]`` and
+    Events each peer reports are collected in ``events["a"]`` and
     ``events["b"]`` (and passed to ``on_event`` if given), in order.
 
     Typical use::
 
         sim = Simulator(client, server, profile_ab=LinkProfile.lossy(0.1), seed=seed)
         client.connect(sim.now)
-        assert sim.run_until(lambda: server.state is ConnectionState.CONNECTED, max_time=60)
+        assert sim.run_until(lambda: server.is_established, max_time=60)
     """
 
     def __init__(
         self,
-        a: Endpoint,
-        b: Endpoint,
+        a: SimulatedPeer,
+        b: SimulatedPeer,
         *,
         profile_ab: LinkProfile | None = None,
         profile_ba: LinkProfile | None = None,
@@ -82,9 +88,9 @@ class Simulator:
         on_event: Callable[[str, Event], None] | None = None,
     ) -> None:
         self.a = a
-        """The first endpoint (by convention the client)."""
+        """The first peer (by convention the client)."""
         self.b = b
-        """The second endpoint (by convention the server)."""
+        """The second peer (by convention the server)."""
         self.seed = seed
         """The seed every generator of this run derives from."""
         self.now = start_time
@@ -103,23 +109,23 @@ class Simulator:
     # --- driving --------------------------------------------------------------
 
     def flush(self) -> None:
-        """Move both endpoints' pending output onto the links and collect their events."""
+        """Move both peers' pending output onto the links and collect their events."""
         now = self.now
-        for endpoint, link, side in ((self.a, self.link_ab, "a"), (self.b, self.link_ba, "b")):
+        for peer, link, side in ((self.a, self.link_ab, "a"), (self.b, self.link_ba, "b")):
             send = link.send
-            for datagram in endpoint.datagrams_to_send(now):
+            for datagram in peer.datagrams_to_send(now):
                 send(datagram, now)
-            self._collect(endpoint, side)
+            self._collect(peer, side)
 
-    def _collect(self, endpoint: Endpoint, side: str) -> None:
+    def _collect(self, peer: SimulatedPeer, side: str) -> None:
         events = self.events[side]
         hook = self.on_event
-        event = endpoint.next_event()
+        event = peer.next_event()
         while event is not None:
             events.append(event)
             if hook is not None:
                 hook(side, event)
-            event = endpoint.next_event()
+            event = peer.next_event()
 
     def next_deadline(self) -> float | None:
         """The earliest moment anything happens: a timer or an arrival; ``None`` if idle."""
@@ -179,7 +185,7 @@ class Simulator:
         Returns ``False`` (leaving the clock where it stopped) when the next
         deadline lies more than ``max_time`` virtual seconds after the call,
         after ``max_steps`` clock jumps, or when nothing at all is scheduled.
-        The bounds are hard, so a livelocked endpoint cannot hang a test.
+        The bounds are hard, so a livelocked peer cannot hang a test.
         """
         self.flush()
         horizon = self.now + max_time
