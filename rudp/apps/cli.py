@@ -274,7 +274,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
         _say(f"could not connect to {format_address(args.address)}: {exc}")
         return EXIT_FAILED
 
-    def report(result: filetransfer.TransferResult) -> None:
+    def report(result: filetransfer.FileTransferResult) -> None:
         _say(
             f"sent {result.name}: {_mb(result.size)} in {result.seconds:.2f} s "
             f"({_mb(result.goodput)}/s), sha256 verified by the receiver"
@@ -332,7 +332,7 @@ def _cmd_recv(args: argparse.Namespace) -> int:
         _say(f"cannot listen on {format_address(args.listen)}: {exc}")
         return EXIT_FAILED
 
-    def report(result: filetransfer.TransferResult) -> None:
+    def report(result: filetransfer.FileTransferResult) -> None:
         _say(
             f"received {result.name}: {_mb(result.size)} in {result.seconds:.2f} s "
             f"({_mb(result.goodput)}/s), sha256 {result.sha256[:16]}... verified"

@@ -46,11 +46,11 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "PROTOCOL_VERSION",
     "FileHeader",
+    "FileTransferResult",
     "MessageConnection",
     "Progress",
     "ProgressFactory",
     "TransferError",
-    "TransferResult",
     "Verdict",
     "file_sha256",
     "receive_files",
@@ -187,7 +187,7 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class TransferResult:
+class FileTransferResult:
     """One file moved and verified end to end."""
 
     name: str
@@ -263,7 +263,7 @@ def send_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: ProgressFactory | None = None,
     verdict_timeout: float | None = None,
-) -> TransferResult:
+) -> FileTransferResult:
     """Send one file and wait for the receiver's verdict.
 
     Returns only when the receiver confirmed the SHA-256.  Raises
@@ -306,7 +306,7 @@ def send_file(
         raise TransferError(f"{path}: file changed while being sent")
     if verdict.sha256 != expected:
         raise TransferError(f"{name}: receiver reports a different sha256")
-    return TransferResult(name, path, size, expected, time.monotonic() - started)
+    return FileTransferResult(name, path, size, expected, time.monotonic() - started)
 
 
 class _AckedProgress:
@@ -368,16 +368,16 @@ def send_files(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: ProgressFactory | None = None,
-    on_result: Callable[[TransferResult], object] | None = None,
+    on_result: Callable[[FileTransferResult], object] | None = None,
     on_error: Callable[[Path, TransferError], object] | None = None,
-) -> tuple[list[TransferResult], list[tuple[Path, TransferError]]]:
+) -> tuple[list[FileTransferResult], list[tuple[Path, TransferError]]]:
     """Send several files on one connection, then close it gracefully.
 
     A file the receiver refuses (or whose digest differs) is reported through
     ``on_error`` and the others still go; connection failures propagate.
     Returns (successes, failures).
     """
-    done: list[TransferResult] = []
+    done: list[FileTransferResult] = []
     failed: list[tuple[Path, TransferError]] = []
     for raw in paths:
         path = Path(raw)
@@ -405,7 +405,7 @@ def receive_files(
     max_files: int | None = None,
     progress: ProgressFactory | None = None,
     on_error: Callable[[str, TransferError], object] | None = None,
-) -> Iterator[TransferResult]:
+) -> Iterator[FileTransferResult]:
     """Receive files from one connection into ``output_dir``, yielding each verified file.
 
     Stops when the sender closes the connection, or after ``max_files``
@@ -442,7 +442,7 @@ class _Refused(Exception):
 
 def _receive_one(
     conn: MessageConnection, out: Path, header: FileHeader, progress: ProgressFactory | None
-) -> TransferResult:
+) -> FileTransferResult:
     started = time.monotonic()
     try:
         name = safe_name(header.name)
@@ -491,7 +491,7 @@ def _receive_one(
         if bar is not None:
             bar.close()
     conn.send(Verdict(header.name, ok=True, sha256=actual).encode())
-    return TransferResult(name, final, header.size, actual, time.monotonic() - started)
+    return FileTransferResult(name, final, header.size, actual, time.monotonic() - started)
 
 
 def _next_chunk(conn: MessageConnection, header: FileHeader, remaining: int) -> bytes:
@@ -537,9 +537,9 @@ def serve(
     once: bool = False,
     timeout: float | None = None,
     progress: ProgressFactory | None = None,
-    on_result: Callable[[TransferResult], object] | None = None,
+    on_result: Callable[[FileTransferResult], object] | None = None,
     on_error: Callable[[str, Exception], object] | None = None,
-) -> list[TransferResult]:
+) -> list[FileTransferResult]:
     """Accept senders one after another and receive their files into ``output_dir``.
 
     With ``once``, return after the first verified file (its verdict flushed to
@@ -548,7 +548,7 @@ def serve(
     and the next sender is accepted.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    results: list[TransferResult] = []
+    results: list[FileTransferResult] = []
     while True:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         conn = listener.accept(timeout=remaining)
