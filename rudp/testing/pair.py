@@ -59,9 +59,9 @@ class ConnectionPair:
       side's pending datagrams to the other once, without the replies.
     - ``drop`` and ``intercept`` decide what happens to each datagram in
       flight; :attr:`sent` logs every datagram before they do.
-    - :meth:`pump`, :meth:`run` and :meth:`advance` read every event of both
-      sides into :attr:`events`, like an application that reads promptly
-      (which matters: reading is what reopens the receive window).
+    - :meth:`pump`, :meth:`run`, :meth:`advance` and :meth:`handshake` read
+      every event of both sides into :attr:`events`, like an application that
+      reads promptly (which matters: reading is what reopens the receive window).
       :meth:`deliver`, and calls on :attr:`client` / :attr:`server` made by
       the test itself, leave events pending until :meth:`collect_events`.
 
