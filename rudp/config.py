@@ -34,25 +34,25 @@ class Config:
     max_send_window: int = 1024
     """Upper bound on packets in flight, whatever the congestion window says."""
 
-    # --- retransmission timer (RFC 6298) -----------------------------------
+    # --- retransmission timer (RFC 9002 section 6.2, RFC 6298) ----------------
     initial_rto: float = 1.0
-    """RTO before any RTT sample (RFC 6298 section 2.1)."""
+    """First timeout before any RTT sample: the handshake's RTO (RFC 6298 section 2.1)
+    and the first probe timeout (RFC 9002 section 6.2.2 uses an initial RTT the same way)."""
 
     min_rto: float = 0.05
-    """Floor of the computed RTO.  RFC 6298 section 2.4 says 1 s, Linux uses 200 ms
-    because of its delayed acks (up to 200 ms); ours are bounded by
-    ``max_ack_delay`` (10 ms), so 50 ms cannot fire merely because an ack was
-    held back, and on a LAN it keeps a lost tail from stalling a transfer for
-    long (measured: 10% loss, 2 ms RTT, 4x the goodput of a 200 ms floor)."""
+    """Floor of the computed timeout.  The probe timeout already includes the
+    peer's ``max_ack_delay`` (RFC 9002 section 6.2.1), so it cannot fire merely
+    because an ack was held back; the floor only guards against a too-small
+    RTT variance on a LAN."""
 
     max_rto: float = 2.0
-    """Cap of the doubling backoff (RFC 6298 section 5.5).  Kept low so the
-    give-up budget below allows many probes; the budget, not the cap, decides
-    when to stop."""
+    """Cap of the doubling backoff (RFC 6298 section 5.5, RFC 9002 section 6.2.1).
+    Kept low so the give-up budget below allows many probes; the budget, not the
+    cap, decides when to stop."""
 
     max_retransmits: int | None = None
-    """Consecutive timeouts of one packet after which the connection fails.
-    ``None``: only ``peer_timeout`` decides."""
+    """Consecutive timeouts without any acknowledgement after which the connection
+    fails.  ``None``: only ``peer_timeout`` decides."""
 
     peer_timeout: float = 30.0
     """Fail when nothing authentic has been heard from the peer for this long
@@ -66,11 +66,6 @@ class Config:
     """Close an established connection with nothing in flight after this long
     without traffic.  ``None`` keeps idle connections open (keepalive pings)."""
 
-    tail_loss_probe: bool = True
-    """Probe after 2 * SRTT without an ack (RFC 8985 section 7): one packet, beyond
-    the congestion window, whose ack reveals a lost tail long before the RTO.
-    Off: only the RTO recovers a tail loss."""
-
     # --- acknowledgements ---------------------------------------------------
     max_ack_delay: float = 0.01
     """Longest a receiver holds back an ack (RFC 9000 section 13.2.1); an ack is
@@ -82,6 +77,11 @@ class Config:
 
     initial_window: int = 10
     """Initial congestion window in packets (RFC 6928)."""
+
+    pacing_burst: int = 10
+    """Most packets pacing releases back to back (``rudp.core.pacing``): enough to
+    ride out a driver's late wakeup of about a millisecond at 100 Mbit/s, and no
+    more than the initial window a fresh connection may send at once (RFC 6928)."""
 
     # --- close ---------------------------------------------------------------
     close_linger: float = 2.0
@@ -131,3 +131,5 @@ class Config:
             raise ValueError("max_ack_delay and close_linger must be >= 0")
         if self.initial_window < 1:
             raise ValueError("initial_window must be at least 1 packet")
+        if self.pacing_burst < 1:
+            raise ValueError("pacing_burst must be at least 1 packet")

@@ -1,92 +1,431 @@
-"""Loss recovery building blocks: the RTO estimator and the loss-detection thresholds.
+"""Loss recovery after RFC 9002: RTT estimation, sent-packet records, loss detection, PTO.
 
-``RttEstimator`` follows RFC 6298 (SRTT, RTTVAR, RTO, exponential backoff;
-Karn's rule is applied by the caller, which simply does not feed samples from
-retransmitted packets).  The thresholds are RFC 9002 section 6.1's; the
-send-order detector that applies them lives in ``rudp.core.sender``.
+This module owns everything that is about *transmissions* rather than about data
+(aioquic's ``recovery.py`` has the same split): every ack-eliciting datagram the
+sender puts on the wire gets a fresh **packet number** (``pn``, specs/protocol.md
+section 8), and ``Recovery`` keeps one ``SentPacket`` for it until it is
+acknowledged or declared lost.  The sender (``rudp.core.sender``) keeps the data:
+the message queue, fragmentation, the sequence-number records and the windows.
+
+Because the receiver echoes the largest packet number it has received, and how
+long it held the ack (``ack_delay``), every transmission is identifiable:
+
+- RTT samples come from retransmissions too (RFC 9002 section 5.1; Karn's
+  ambiguity, RFC 6298 section 3, is gone);
+- loss detection runs in send order on the packet number, with the packet and
+  time thresholds of RFC 9002 section 6.1 (RACK, RFC 8985, in spirit);
+- a retransmission whose data the peer acknowledges *before* it has received the
+  retransmission (its packet number is above the echoed largest) was spurious,
+  and the congestion response to that loss is undone (the Eifel response,
+  RFC 4015; RFC 9002 detects the same through its packet-number acks).
+
+The timers are RFC 9002's: the time-threshold loss timer (section 6.1.2) and the
+probe timeout (section 6.2), ``srtt + max(4 * rttvar, kGranularity) +
+max_ack_delay``, doubled at each consecutive expiry up to ``Config.max_rto``.  A
+PTO sends probes and never shrinks the congestion window; only persistent
+congestion (section 7.6) takes it to the minimum.
 """
 
 from __future__ import annotations
 
-K_PACKET_THRESHOLD = 3
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from rudp.config import Config
+from rudp.core.congestion.base import CongestionController
+from rudp.core.congestion.delivery_rate import DeliveryRateEstimator, RateStamp
+
+K_PACKET_THRESHOLD: Final = 3
 """RFC 9002 section 6.1.1: reordering tolerated before a packet is declared lost
 (the same three "duplicate acks" as RFC 5681 section 3.2)."""
 
-TIME_THRESHOLD = 9 / 8
+TIME_THRESHOLD: Final = 9 / 8
 """RFC 9002 section 6.1.2: kTimeThreshold, reordering tolerated in time, as a multiple
 of the RTT."""
 
-ALPHA = 1 / 8
-"""RFC 6298 section 2.3: gain of the smoothed RTT."""
-BETA = 1 / 4
-"""RFC 6298 section 2.3: gain of the RTT variation."""
-K = 4
-"""RFC 6298 section 2.3: weight of RTTVAR in the RTO."""
-CLOCK_GRANULARITY = 0.001
-"""RFC 6298 section 2.2's G: the core's clock is a float, so 1 ms is a safe floor."""
+CLOCK_GRANULARITY: Final = 0.001
+"""RFC 9002 section 6.1.2's kGranularity (and RFC 6298's G): 1 ms."""
+
+PERSISTENT_CONGESTION_THRESHOLD: Final = 3
+"""RFC 9002 section 7.6.1: kPersistentCongestionThreshold, in PTO durations."""
+
+ALPHA: Final = 1 / 8
+"""RFC 6298 section 2.3 / RFC 9002 section 5.3: gain of the smoothed RTT."""
+BETA: Final = 1 / 4
+"""RFC 6298 section 2.3 / RFC 9002 section 5.3: gain of the RTT variation."""
+K: Final = 4
+"""RFC 6298 section 2.3: weight of RTTVAR in the timeout."""
+
+PING: Final = -1
+"""``SentPacket.seq`` of a keepalive or probe PING: it carries no data."""
 
 
 class RttEstimator:
-    """Round-trip time estimate and retransmission timeout (RFC 6298).
+    """RTT estimate (RFC 9002 section 5) and the handshake's RFC 6298 timeout.
 
-    ``rto`` is the current timeout including any backoff.  Backoff (section 5.5)
-    doubles it up to ``max_rto``; it stays backed off until a fresh sample
-    arrives (section 5.7), which recomputes it from SRTT and RTTVAR.
+    ``on_sample`` takes the measured RTT and the peer's reported ack delay:
+    ``min_rtt`` ignores the delay, the smoothed estimate subtracts it when that
+    does not take the sample below ``min_rtt`` (section 5.3).  ``rto`` is the
+    RFC 6298 timeout the handshake uses (it has no packet numbers to echo yet),
+    with ``back_off`` doubling it up to ``max_rto``.
     """
 
-    __slots__ = ("_max_rto", "_min_rto", "latest", "rto", "rttvar", "srtt")
+    __slots__ = ("_max_rto", "_min_rto", "latest", "min_rtt", "rto", "rttvar", "srtt")
 
     def __init__(self, initial_rto: float, min_rto: float, max_rto: float) -> None:
         self._min_rto = min_rto
         self._max_rto = max_rto
         self.rto = initial_rto
-        """Current retransmission timeout, seconds (RFC 6298 section 2.1 before a sample)."""
+        """Current timeout, seconds: ``initial_rto`` before a sample (RFC 6298 section 2.1)."""
         self.srtt: float | None = None
         """Smoothed RTT, None before the first sample."""
         self.rttvar: float | None = None
         """RTT variation, None before the first sample."""
         self.latest: float | None = None
         """The most recent sample."""
+        self.min_rtt: float | None = None
+        """The smallest sample seen (RFC 9002 section 5.2), ack delay not subtracted."""
 
-    def on_sample(self, rtt: float) -> None:
-        """Feed one RTT measurement from a packet that was sent only once (Karn)."""
+    def on_sample(self, rtt: float, ack_delay: float = 0.0) -> None:
+        """Feed one RTT measurement and the ack delay the peer reported for it."""
         if rtt < 0:
             return
         self.latest = rtt
+        if self.min_rtt is None or rtt < self.min_rtt:
+            self.min_rtt = rtt
         if self.srtt is None or self.rttvar is None:
-            # RFC 6298 section 2.2: first measurement.
+            # RFC 9002 section 5.3 (and RFC 6298 section 2.2): first measurement.
             self.srtt = rtt
             self.rttvar = rtt / 2
         else:
-            # Section 2.3: RTTVAR first, using the old SRTT.
-            self.rttvar = (1 - BETA) * self.rttvar + BETA * abs(self.srtt - rtt)
-            self.srtt = (1 - ALPHA) * self.srtt + ALPHA * rtt
+            adjusted = rtt - ack_delay if rtt >= self.min_rtt + ack_delay else rtt
+            # RTTVAR first, using the old SRTT (RFC 6298 section 2.3).
+            self.rttvar = (1 - BETA) * self.rttvar + BETA * abs(self.srtt - adjusted)
+            self.srtt = (1 - ALPHA) * self.srtt + ALPHA * adjusted
         self.reset_backoff()
 
     def reset_backoff(self) -> None:
-        """Recompute the RTO from SRTT and RTTVAR, undoing any backoff.
-
-        Called on every fresh sample (RFC 6298 section 2.3) and whenever the
-        cumulative ack advances: forward progress shows the path works, which is
-        when RFC 9002 section 6.2.1 resets its probe backoff.  Without it, heavy loss
-        keeps the timer backed off for want of a sample from a packet sent once
-        (Karn's rule), and each further loss waits twice as long.
-        """
+        """Recompute ``rto`` from SRTT and RTTVAR, undoing any backoff (RFC 6298 section 5.7)."""
         if self.srtt is None or self.rttvar is None:
             return
         rto = self.srtt + max(CLOCK_GRANULARITY, K * self.rttvar)
-        # Sections 2.4 and 2.5: clamp to the configured floor and cap.
+        # RFC 6298 sections 2.4 and 2.5: clamp to the configured floor and cap.
         self.rto = min(max(rto, self._min_rto), self._max_rto)
+
+    def back_off(self) -> None:
+        """Double ``rto`` after a handshake timeout, capped at ``max_rto`` (RFC 6298 5.5)."""
+        self.rto = min(self.rto * 2, self._max_rto)
 
     def loss_delay(self) -> float:
         """RFC 9002 section 6.1.2: 9/8 of max(smoothed, latest) RTT, at least 1 ms.
 
-        Before any sample, the initial RTO stands in for the RTT.
+        Before any sample, the initial timeout stands in for the RTT.
         """
         if self.srtt is None or self.latest is None:
             return self.rto
         return max(TIME_THRESHOLD * max(self.srtt, self.latest), CLOCK_GRANULARITY)
 
-    def back_off(self) -> None:
-        """Double the RTO after a timeout, capped at ``max_rto`` (RFC 6298 section 5.5)."""
-        self.rto = min(self.rto * 2, self._max_rto)
+    def pto_base(self, max_ack_delay: float) -> float:
+        """RFC 9002 section 6.2.1: srtt + max(4 * rttvar, kGranularity) + max_ack_delay.
+
+        Clamped to ``[min_rto, max_rto]``: the mission's floor and cap stay real.
+        Before any sample it is the initial timeout (RFC 9002 section 6.2.2 uses
+        the initial RTT the same way).
+        """
+        if self.srtt is None or self.rttvar is None:
+            return self.rto
+        pto = self.srtt + max(K * self.rttvar, CLOCK_GRANULARITY) + max_ack_delay
+        return min(max(pto, self._min_rto), self._max_rto)
+
+
+class SentPacket:
+    """One ack-eliciting transmission not yet acknowledged or declared lost."""
+
+    __slots__ = ("in_flight", "pn", "seq", "sent_time", "stamp")
+
+    def __init__(
+        self, pn: int, seq: int, sent_time: float, in_flight: bool, stamp: RateStamp | None
+    ) -> None:
+        self.pn = pn
+        """Its packet number."""
+        self.seq = seq
+        """The sequence number of the DATA/FIN it carried, or ``PING``."""
+        self.sent_time = sent_time
+        self.in_flight = in_flight
+        """Counts towards the congestion window (DATA and FIN do; PINGs do not)."""
+        self.stamp = stamp
+        """Delivery-rate state at send time (draft-cheng-iccrg-delivery-rate-estimation)."""
+
+
+class Recovery:
+    """Sent-packet records, loss detection and the probe timeout of one connection.
+
+    The sender reports every transmission (``on_packet_sent``), every ack
+    (``on_ack_received`` with the sequence numbers it newly delivered), and the
+    expiry of the two timers (``detect_losses`` at ``loss_deadline``, ``on_pto``).
+    Recovery tells the congestion controller and hands each lost transmission
+    back through ``on_lost(pn, seq, now)``, a callback the sender gives it.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        cc: CongestionController,
+        rtt: RttEstimator,
+        on_lost: Callable[[int, int, float], None],
+    ) -> None:
+        self._config = config
+        self.cc = cc
+        self.rtt = rtt
+        self._on_lost = on_lost
+        self.rate = DeliveryRateEstimator()
+        """Delivery-rate samples for the congestion controller."""
+
+        self.next_pn = 0
+        """Packet number of the next datagram sent (every datagram takes one)."""
+        self.largest_acked_pn = -1
+        """The largest packet number the peer reported receiving."""
+        self._sent: dict[int, SentPacket] = {}
+        # Packet numbers in send order; entries already acknowledged are skipped when
+        # met (popping the head of a dict is not O(1) in CPython, a deque's is).
+        self._order: deque[int] = deque()
+        self.in_flight = 0
+        """Packets counting towards the congestion window."""
+
+        self.loss_deadline: float | None = None
+        """When the oldest unacknowledged packet sent before an acknowledged one
+        crosses the time threshold (RFC 9002 section 6.1.2)."""
+        self.pto_deadline: float | None = None
+        """When the probe timeout fires (RFC 9002 section 6.2), None when unarmed."""
+        self.pto_count = 0
+        """Consecutive probe timeouts without an acknowledgement: the backoff exponent
+        and the give-up budget (``Config.max_retransmits``)."""
+        self._last_eliciting_time: float | None = None
+        self._first_sample_time: float | None = None
+        self._recovery_start = float("-inf")
+        self._undone = True
+
+        # counters for Stats
+        self.ptos = 0
+        self.spurious_losses = 0
+        self.persistent_congestion_events = 0
+        self.declared_lost = 0
+
+    # --- sending ------------------------------------------------------------------
+
+    def allocate_pn(self) -> int:
+        """Take the next packet number (for any datagram, ack-eliciting or not)."""
+        pn = self.next_pn
+        self.next_pn = pn + 1
+        return pn
+
+    def on_packet_sent(self, pn: int, seq: int, now: float) -> None:
+        """An ack-eliciting datagram went out: DATA/FIN (``seq``) or a PING (``PING``)."""
+        in_flight = seq != PING
+        stamp = None
+        if in_flight:
+            stamp = self.rate.on_packet_sent(now, self.in_flight)
+            self.in_flight += 1
+            self.cc.on_packet_sent(now, self.in_flight)
+        self._sent[pn] = SentPacket(pn, seq, now, in_flight, stamp)
+        self._order.append(pn)
+        self._last_eliciting_time = now
+        self._arm_pto()  # RFC 9002 section 6.2.1: restarted by each ack-eliciting packet
+
+    def on_app_limited(self) -> None:
+        """The sender had window to spare and nothing to send (delivery-rate draft 3.4)."""
+        self.rate.on_app_limited(self.in_flight)
+
+    @property
+    def has_unacked(self) -> bool:
+        """Any ack-eliciting transmission still awaits an answer."""
+        return bool(self._sent)
+
+    # --- acknowledgements ------------------------------------------------------------
+
+    def on_ack_received(
+        self, now: float, largest_pn: int, ack_delay: float, delivered: list[int]
+    ) -> None:
+        """Process the transmission-level half of an ack.
+
+        ``largest_pn`` is the largest packet number the peer has received,
+        ``ack_delay`` how long it held this ack (RFC 9000 section 13.2.5), and
+        ``delivered`` the packet numbers of every transmission whose data this ack
+        newly acknowledged (by cumulative ack or SACK).
+        """
+        sent = self._sent
+        progressed = largest_pn > self.largest_acked_pn
+        if progressed:
+            self.largest_acked_pn = largest_pn
+            packet = sent.get(largest_pn)
+            if packet is not None:
+                # RFC 9002 section 5.1: a sample when the largest acknowledged is new and
+                # ack-eliciting; the echo names the transmission, so retransmissions count.
+                delay = min(ack_delay, self._config.max_ack_delay)
+                self.rtt.on_sample(now - packet.sent_time, delay)
+                if self._first_sample_time is None:
+                    self._first_sample_time = now
+                if packet.seq == PING:
+                    del sent[largest_pn]
+        acked = 0
+        newest_sent_time = float("-inf")
+        rate = self.rate
+        for pn in delivered:
+            packet = sent.pop(pn, None)
+            if packet is None or not packet.in_flight:
+                continue  # judged lost already, or a PING
+            acked += 1
+            if packet.sent_time > newest_sent_time:
+                newest_sent_time = packet.sent_time
+            if packet.stamp is not None:
+                rate.on_packet_delivered(packet.stamp, packet.sent_time, now)
+        self.in_flight -= acked
+        if acked or progressed:
+            # RFC 9002 section 6.2.1: an acknowledgement resets the PTO backoff.
+            self.pto_count = 0
+        if acked:
+            self.cc.on_ack(
+                now,
+                acked,
+                newest_sent_time,
+                self.in_flight,
+                self.rtt.srtt,
+                self.rtt.min_rtt,
+                rate.take_sample(now),
+            )
+        if progressed:
+            self.detect_losses(now)
+        self._arm_pto()
+
+    def on_spurious_retransmission(self, declared_lost_at: float | None, now: float) -> None:
+        """Data we retransmitted reached the peer through an earlier transmission.
+
+        ``declared_lost_at`` is when the earlier one was declared lost (None for a
+        probe, which changed no window).  If that loss started the current
+        reduction, the reduction is undone once (RFC 4015 section 3).
+        """
+        self.spurious_losses += 1
+        if declared_lost_at is None or self._undone:
+            return
+        if declared_lost_at >= self._recovery_start:
+            self._undone = True
+            self.cc.on_spurious_loss(now)
+
+    # --- loss detection (RFC 9002 section 6.1) ----------------------------------------
+
+    def detect_losses(self, now: float) -> None:
+        """Declare lost what the packet or time threshold says is lost; arm the loss timer.
+
+        A transmission with a lower packet number than the largest acknowledged is
+        lost once ``K_PACKET_THRESHOLD`` later ones were received, or once it was
+        sent more than 9/8 of an RTT ago.  Both rules hold in send order, so the
+        scan stops at the first packet not yet lost: amortised O(1) per packet.
+        """
+        largest = self.largest_acked_pn
+        order = self._order
+        sent = self._sent
+        threshold = largest - K_PACKET_THRESHOLD
+        delay = self.rtt.loss_delay()
+        self.loss_deadline = None
+        lost: list[SentPacket] = []
+        while order and order[0] < largest:
+            pn = order[0]
+            packet = sent.get(pn)
+            if packet is None:
+                order.popleft()
+                continue
+            if packet.seq == PING:
+                order.popleft()
+                del sent[pn]
+                continue
+            deadline = packet.sent_time + delay
+            if pn > threshold and deadline > now:
+                self.loss_deadline = deadline
+                break
+            order.popleft()
+            del sent[pn]
+            lost.append(packet)
+        if lost:
+            self._on_packets_lost(lost, now)
+
+    def _on_packets_lost(self, lost: list[SentPacket], now: float) -> None:
+        in_flight_lost = [p for p in lost if p.in_flight]
+        self.in_flight -= len(in_flight_lost)
+        self.declared_lost += len(lost)
+        if in_flight_lost:
+            newest = max(p.sent_time for p in in_flight_lost)
+            if newest > self._recovery_start:
+                # A new congestion event (RFC 9002 section 7.3.2): at most one reduction
+                # per round trip; the controller applies the same rule.
+                self._recovery_start = now
+                self._undone = False
+            self.cc.on_packets_lost(now, len(in_flight_lost), newest, self.in_flight)
+            if self._persistent_congestion(in_flight_lost):
+                self.persistent_congestion_events += 1
+                self.cc.on_persistent_congestion(now)
+        for packet in lost:
+            self._on_lost(packet.pn, packet.seq, now)
+
+    def _persistent_congestion(self, lost: list[SentPacket]) -> bool:
+        """RFC 9002 section 7.6.2: a run of consecutive lost packets spanning 3 PTOs.
+
+        Only packets sent after the first RTT sample count (section 7.6.2), and the
+        run must not be broken by a packet that was acknowledged: ``lost`` comes
+        from one send-order scan, so consecutive packet numbers with no survivor
+        between them are exactly such a run only if nothing between them is still
+        a record or was delivered; a gap in packet numbers breaks the run.
+        """
+        first_sample = self._first_sample_time
+        if first_sample is None or self.rtt.srtt is None:
+            return False
+        duration = (
+            self.rtt.pto_base(self._config.max_ack_delay) * PERSISTENT_CONGESTION_THRESHOLD
+        )
+        run_start: SentPacket | None = None
+        previous_pn = -2
+        for packet in lost:
+            if packet.sent_time < first_sample:
+                run_start = None
+                continue
+            if run_start is None or packet.pn != previous_pn + 1:
+                run_start = packet
+            previous_pn = packet.pn
+            if packet.sent_time - run_start.sent_time >= duration:
+                return True
+        return False
+
+    # --- the probe timeout (RFC 9002 section 6.2) -----------------------------------
+
+    def pto_duration(self) -> float:
+        """The current probe timeout, backoff included, capped at ``max_rto``."""
+        base = self.rtt.pto_base(self._config.max_ack_delay)
+        return min(base * (1 << min(self.pto_count, 30)), self._config.max_rto)
+
+    def _arm_pto(self) -> None:
+        if self._last_eliciting_time is None or not self._sent:
+            self.pto_deadline = None
+            return
+        self.pto_deadline = self._last_eliciting_time + self.pto_duration()
+
+    def on_pto(self, now: float) -> bool:
+        """The probe timer fired.  Returns False when the give-up budget is spent.
+
+        RFC 9002 section 6.2.4: the backoff doubles and the caller sends one or two
+        probes; no packet is declared lost and the congestion window is untouched.
+        """
+        self.ptos += 1
+        self.pto_count += 1
+        limit = self._config.max_retransmits
+        if limit is not None and self.pto_count > limit:
+            self.pto_deadline = None
+            return False
+        # Re-arm from now: the probes about to be sent restart it anyway.
+        self._last_eliciting_time = now
+        self._arm_pto()
+        return True
+
+    def stop_timers(self) -> None:
+        """The connection ended: no timer fires again."""
+        self.loss_deadline = None
+        self.pto_deadline = None
