@@ -201,3 +201,54 @@ def test_queue_measures() -> None:
     assert 0.0 <= overflow_loss_fraction(result) <= 1.0
     with pytest.raises(ValueError):
         run_bottleneck(Bottleneck(RATE, 10), [Flow()])  # a backlogged flow needs a duration
+
+
+# --- what the issue asks of the default controller ---------------------------------------------
+#
+# 10 Mbit/s and a 40 ms RTT (the issue's path) keep each run near 20k datagrams,
+# a few seconds of CPU.  Shares and Jain's index are taken over the last 2/3 of the
+# run, after both flows have started and left start-up.
+
+DURATION = 20.0
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+def test_two_flows_of_the_controller_share_the_link_fairly(controller: str) -> None:
+    result = run_bottleneck(
+        Bottleneck(RATE, bdp_queue(), delay=RTT / 2),
+        [Flow(controller=controller), Flow(controller=controller, start=2.0)],
+        seed=1,
+        duration=DURATION,
+    )
+    rates = [f.goodput_bps(DURATION / 3, DURATION) for f in result.flows]
+    assert jain_index(rates) >= 0.9, [f"{r / 1e6:.2f} Mbit/s" for r in rates]
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+def test_the_controller_and_newreno_each_keep_a_fifth_of_the_link(controller: str) -> None:
+    result = run_bottleneck(
+        Bottleneck(RATE, bdp_queue(), delay=RTT / 2),
+        [Flow(controller=controller), Flow(controller="newreno")],
+        seed=1,
+        duration=DURATION,
+    )
+    shares = [f.goodput_bps(DURATION / 3, DURATION) / RATE for f in result.flows]
+    named = [f"{f.controller} {s:.1%}" for f, s in zip(result.flows, shares, strict=True)]
+    assert min(shares) >= 0.2, named
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+def test_a_lone_flow_keeps_the_queue_short_and_rarely_overflows_it(controller: str) -> None:
+    # Four BDPs of buffer: on a one-BDP queue the bound below would hold for any
+    # controller, since such a queue cannot hold more than one min RTT of delay.
+    result = run_bottleneck(
+        Bottleneck(RATE, bdp_queue(4.0), delay=RTT / 2),
+        [Flow(controller=controller)],
+        seed=1,
+        duration=DURATION,
+    )
+    standing = standing_queue_delay(result) / result.min_rtt
+    overflow = overflow_loss_fraction(result)
+    assert standing < 1.0 and overflow < 0.01, (
+        f"standing queue {standing:.2f} min RTT, overflow loss {overflow:.2%} after start-up"
+    )
