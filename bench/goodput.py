@@ -288,10 +288,20 @@ def plot(
         if not points:
             continue
         ax.plot(*zip(*points, strict=True), "o-", color=colour, label=f"RTT {rtt * 1000:g} ms")
+        unfinished = [
+            (p * 100, r.ratio)
+            for p in losses
+            if (r := results.get((rtt, f"{p:.0%}"))) is not None and not r.finished
+        ]
+        if unfinished:
+            ax.plot(*zip(*unfinished, strict=True), "o", color="white", markersize=3)
         bound = [(p * 100, min(1.0, mathis_ratio(rtt, p))) for p in losses if p > 0]
         if bound:
             ax.plot(*zip(*bound, strict=True), "--", color=colour, alpha=0.6)
     ax.plot([], [], "k--", alpha=0.6, label="Mathis bound (Reno), capped at 1")
+    ax.plot(
+        [], [], "o", color="grey", markerfacecolor="white", label="not finished in 10 ideal times"
+    )
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_yscale("log")
     ax.set_ylim(1e-3, 1.5)
@@ -321,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
     controller: str = args.controller
+    try:  # an unknown name fails here, not in every worker
+        rudp.SansIOConnection(rudp.Config(congestion_control=controller), is_client=True)
+    except ValueError as error:
+        parser.error(str(error))
     if args.quick:
         rtts: Sequence[float] = (0.02, 0.1)
         columns: Sequence[Column] = [
