@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench fuzz cover clean
+.PHONY: demo test lint bench bench-goodput fuzz cover clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Goodput by RTT and loss over a simulated 20 Mbit/s bottleneck (virtual time), plus
+# fairness and queueing; the plot goes to bench/out/.  ARGS="--quick" for a smoke run.
+bench-goodput: $(STAMP)
+	$(BIN)/python bench/goodput.py $(ARGS)
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py

@@ -15,19 +15,40 @@ Like ``trio.testing``, this is public API:
 - :class:`ConnectionPair`: a client and a server back to back on an instant
   wire, stepped by hand, with hooks to drop or alter datagrams and a record
   of everything sent and every event.
+- :func:`run_bottleneck`, :class:`Bottleneck`, :class:`Flow`: several connections
+  sharing one rate-limited tail-drop queue, with per-flow goodput over time,
+  queue occupancy and drop accounting (:class:`BottleneckResult`), and the
+  measures over them: :func:`jain_index`, :func:`standing_queue_delay`,
+  :func:`mean_queue_delay`, :func:`overflow_loss_fraction`, :func:`bdp_packets`.
 
 Two submodules are imported by name because they use real sockets and threads:
 ``rudp.testing.proxy`` (``LossyProxy``, the link model on a UDP relay) and
 ``rudp.testing.conformance`` (the checks every driver must pass).
 """
 
+from rudp.testing.bottleneck import (
+    Bottleneck,
+    BottleneckResult,
+    Flow,
+    FlowResult,
+    bdp_packets,
+    jain_index,
+    mean_queue_delay,
+    overflow_loss_fraction,
+    run_bottleneck,
+    standing_queue_delay,
+)
 from rudp.testing.harness import SideResult, TransferResult, make_pair, transfer
 from rudp.testing.link import GilbertElliott, Link, LinkProfile, LinkStats
 from rudp.testing.pair import ConnectionPair
 from rudp.testing.simulator import SimulatedPeer, Simulator, derive_rng
 
 __all__ = [
+    "Bottleneck",
+    "BottleneckResult",
     "ConnectionPair",
+    "Flow",
+    "FlowResult",
     "GilbertElliott",
     "Link",
     "LinkProfile",
@@ -36,7 +57,13 @@ __all__ = [
     "SimulatedPeer",
     "Simulator",
     "TransferResult",
+    "bdp_packets",
     "derive_rng",
+    "jain_index",
     "make_pair",
+    "mean_queue_delay",
+    "overflow_loss_fraction",
+    "run_bottleneck",
+    "standing_queue_delay",
     "transfer",
 ]
