@@ -43,7 +43,7 @@ from rudp.drivers.asyncio import (
     resolve,
     split_options,
 )
-from rudp.errors import ConnectionClosed, PeerUnreachable
+from rudp.errors import ConnectionClosed, ConnectionFailed
 
 __all__ = ["Connection", "Handler", "Server", "Serving", "connect", "serve"]
 
@@ -58,7 +58,8 @@ async def connect(address: Address, **options: Any) -> Connection:
 
     Each client connection gets its own UDP socket, closed once the connection
     has ended.  Raises ``rudp.Timeout`` after ``timeout`` seconds (default 10)
-    without a handshake, ``PeerUnreachable`` if the core gives up first.
+    without a handshake, ``PeerUnreachable`` if the core gives up first
+    (``ConnectionReset`` if the peer refuses).
     """
     config, driver_options = split_options(options)
     return await open_connection(address, config, driver_options)
@@ -71,7 +72,7 @@ def serve(handler: Handler, host: str | None, port: int, **options: Any) -> Serv
     (closes and waits on exit).  A handler gets a connection once its
     handshake is complete.  When the handler returns, the connection is closed
     gracefully; if it raises, the exception is logged (``rudp.aio`` logger) and
-    the connection is aborted (the peer sees ``ConnectionFailed``).
+    the connection is aborted (the peer sees ``ConnectionReset``).
     """
     return Serving(handler, host, port, options)
 
@@ -155,9 +156,9 @@ class Server:
     async def _run_handler(self, conn: Connection) -> None:
         try:
             await self._handler(conn)
-        except (ConnectionClosed, PeerUnreachable) as exc:
-            # The peer closed or vanished under the handler: a normal ending for
-            # a network server; close() below finishes (or is a no-op).
+        except (ConnectionClosed, ConnectionFailed) as exc:
+            # The peer closed, vanished or reset under the handler: a normal
+            # ending for a network server; close() below finishes (or is a no-op).
             logger.debug("handler for %r ended by %r", conn.remote_address, exc)
         except asyncio.CancelledError:
             conn.abort("server closed")
@@ -168,7 +169,7 @@ class Server:
             return
         try:
             await conn.close()
-        except PeerUnreachable as exc:
+        except ConnectionFailed as exc:
             logger.debug("closing %r: %r", conn.remote_address, exc)
 
     def close(self) -> None:
@@ -190,7 +191,7 @@ class Server:
 
     @staticmethod
     async def _close_quietly(conn: Connection) -> None:
-        with contextlib.suppress(PeerUnreachable):
+        with contextlib.suppress(ConnectionFailed):
             await conn.close()
 
     async def wait_closed(self) -> None:

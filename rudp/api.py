@@ -25,8 +25,11 @@ Semantics
 - When the peer stops answering, ``send``, ``recv`` and ``flush`` raise
   ``rudp.PeerUnreachable`` within ``peer_timeout`` (30 s by default, the
   keepalive makes an idle connection notice too) with ``.undelivered`` = the
-  payloads never acknowledged, in send order.  A reset or protocol violation
-  raises its subclass ``rudp.ConnectionFailed``.
+  payloads never acknowledged, in send order; again on every later call.  A
+  reset raises ``rudp.ConnectionReset``, a protocol violation
+  ``rudp.PeerProtocolError``: all are ``rudp.ConnectionFailed`` (and
+  ``ConnectionError``), none is a ``TimeoutError``, so a polling loop
+  ``except TimeoutError: continue`` ends on a failure.
 - ``close()`` is graceful: our FIN follows every queued message; it lingers
   up to ``linger`` seconds (option, default 5.0) for them to be acknowledged.
 - Threads: one thread may read while another writes (and a third flushes);
@@ -50,13 +53,13 @@ from typing import Any
 from rudp.config import Config
 from rudp.core.endpoint import Association
 from rudp.core.state import ConnectionState
+from rudp.drivers._common import failure_error
 from rudp.drivers.blocking import Channel, Engine, channel
 from rudp.errors import (
     ConnectionClosed,
     ConnectionFailed,
     LocalProtocolError,
     MessageTooLarge,
-    PeerUnreachable,
     Timeout,
 )
 
@@ -167,7 +170,7 @@ class Connection:
 
     # --- errors ------------------------------------------------------------------
 
-    def _failure_error(self) -> PeerUnreachable | ConnectionClosed | None:
+    def _failure_error(self) -> ConnectionFailed | ConnectionClosed | None:
         """The exception the connection's end calls for, or None while it is alive."""
         ch = self._channel
         failure = ch.failure
@@ -175,8 +178,7 @@ class Connection:
             if ch.peer_closed and not failure.undelivered:
                 # The peer closed and left before acknowledging our FIN: nothing lost.
                 return ConnectionClosed("connection closed by peer")
-            kind = PeerUnreachable if "unreachable" in failure.reason else ConnectionFailed
-            return kind(failure.reason, ch.undelivered)
+            return failure_error(failure.reason, ch.undelivered, failure.kind)
         if self._engine.io_error is not None:  # pragma: no cover - a driver bug
             return ConnectionFailed(f"I/O thread died: {self._engine.io_error!r}", ())
         return None
@@ -388,7 +390,8 @@ def connect(address: Any, timeout: float | None = 10.0, **options: Any) -> Conne
     """Open a connection to ``address``; wait up to ``timeout`` for the handshake.
 
     Raises ``rudp.Timeout`` if the handshake does not finish in time and
-    ``rudp.PeerUnreachable`` if the give-up budget runs out first.
+    ``rudp.PeerUnreachable`` if the give-up budget runs out first
+    (``rudp.ConnectionReset`` if the peer refuses).
     """
     config, linger, send_buffer, _ = _split_options(options)
     family, peer = _family_and_address(address)

@@ -24,16 +24,20 @@ Semantics, where they differ from UDP or need a choice
   association's unacknowledged bytes exceed ``send_buffer`` (option, default
   4 MiB); a non-blocking socket raises ``BlockingIOError`` instead, a timeout
   raises ``rudp.Timeout``.
-- **Errors**: when an association gives up (the peer stopped answering within
-  ``peer_timeout``) *with messages it never acknowledged*, the next call on the
-  socket -- or a call blocked in it -- raises ``rudp.PeerUnreachable`` with
-  ``.undelivered`` = those payloads in send order and ``.address``.  A peer
-  that merely went away with nothing owed to it is not an error, as with UDP.
+- **Errors**: when an association fails *with messages it never acknowledged*,
+  the next call on the socket -- or a call blocked in it -- raises a
+  ``rudp.ConnectionFailed`` with ``.undelivered`` = those payloads in send
+  order and ``.address``: ``rudp.PeerUnreachable`` when the peer stopped
+  answering within ``peer_timeout``, ``rudp.ConnectionReset`` when it reset
+  the association, ``rudp.PeerProtocolError`` when it broke the protocol.
+  Each is reported once.  A peer that merely went away with nothing owed to it
+  is not an error, as with UDP.
 - **close()** closes every association gracefully and lingers up to
   ``linger`` seconds (option, default 5.0) until queued messages are
   acknowledged and the closes complete; afterwards ``undelivered`` lists what
   never got through (empty in the normal case).  ``linger=0`` closes at once.
-- Timeouts raise ``rudp.Timeout``, a ``TimeoutError``, i.e. ``socket.timeout``.
+- Timeouts raise ``rudp.Timeout``, a ``TimeoutError``, i.e. ``socket.timeout``
+  (a failure never is one, so ``except socket.timeout: retry`` cannot hide it).
 - ``fileno()`` is not provided: the UDP socket's descriptor becomes readable for
   protocol traffic, not for whole messages, so ``select`` on it would lie.
 - Options: any ``rudp.Config`` field name, plus ``linger``, ``send_buffer``
@@ -55,12 +59,13 @@ from typing import Any
 from rudp.config import Config
 from rudp.core.endpoint import Association
 from rudp.core.state import ConnectionState
+from rudp.drivers._common import failure_error
 from rudp.drivers.blocking import Engine, channel
 from rudp.errors import (
     BufferTooSmall,
+    ConnectionFailed,
     LocalProtocolError,
     MessageTooLarge,
-    PeerUnreachable,
     Timeout,
 )
 from rudp.events import Closed, Connected, Event, Failed, MessageReceived, PeerClosed
@@ -166,7 +171,7 @@ class socket:
         self._peer: Any = None
         self._peers: dict[Any, Association] = {}
         self._ready: collections.deque[Association] = collections.deque()
-        self._errors: collections.deque[PeerUnreachable] = collections.deque()
+        self._errors: collections.deque[ConnectionFailed] = collections.deque()
         self._resolved: dict[Any, Any] = {}
         self._engine = Engine(
             family, config, accepting=True, backlog=backlog, on_event=self._on_event
@@ -341,8 +346,8 @@ class socket:
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every peer acknowledged every message sent so far (rudp extra).
 
-        Raises ``rudp.PeerUnreachable`` if an association gives up meanwhile and
-        ``rudp.Timeout`` after ``timeout`` seconds.
+        Raises ``rudp.ConnectionFailed`` (``PeerUnreachable``, ...) if an
+        association fails meanwhile and ``rudp.Timeout`` after ``timeout`` seconds.
         """
         engine = self._engine
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -422,11 +427,12 @@ class socket:
             self._forget(assoc)
         elif isinstance(event, Failed):
             self._forget(assoc)
-            ch = channel(assoc)
-            if ch.undelivered:
-                error = PeerUnreachable(f"{event.reason} (peer {assoc.address!r})", ch.undelivered)
-                error.address = assoc.address  # type: ignore[attr-defined]
-                self._errors.append(error)
+            undelivered = channel(assoc).undelivered
+            if undelivered:  # a peer that owed us nothing is no error, as with UDP
+                reason = f"{event.reason} (peer {assoc.address!r})"
+                self._errors.append(
+                    failure_error(reason, undelivered, event.kind, address=assoc.address)
+                )
 
     def _raise_pending_error(self) -> None:
         if self._errors:

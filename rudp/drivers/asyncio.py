@@ -18,7 +18,7 @@ multiplexer (``rudp.core.endpoint``).  This module only moves bytes and time:
   sends made in one loop iteration costs one flush, not one per message.
 * :class:`Connection` turns events into awaitable state: an inbox of whole
   messages, the payloads not yet acknowledged (for
-  ``PeerUnreachable.undelivered``), and the terminal outcome.
+  ``ConnectionFailed.undelivered``), and the terminal outcome.
 
 Back-pressure.  Sending: ``send()`` waits while the core's
 ``send_queue_bytes`` is at least ``send_buffer``.  Receiving: when the inbox
@@ -43,12 +43,12 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from rudp.config import MIB, Config
+from rudp.drivers._common import failure_error
 from rudp.errors import (
     ConnectionClosed,
     ConnectionFailed,
     LocalProtocolError,
     MessageTooLarge,
-    PeerUnreachable,
     Timeout,
 )
 from rudp.events import (
@@ -56,6 +56,7 @@ from rudp.events import (
     Connected,
     Event,
     Failed,
+    FailureKind,
     MessageAcknowledged,
     MessageReceived,
     PeerClosed,
@@ -81,12 +82,6 @@ Address: TypeAlias = tuple[Any, ...]
 
 _MAX_DATAGRAM = 65535
 """recvfrom buffer: the largest UDP payload, so the kernel never truncates one."""
-
-_UNREACHABLE_PREFIX = "peer unreachable"
-"""The core's ``Failed.reason`` starts with this when the peer went silent
-(specs/protocol.md section 9.5); any other reason (reset, protocol violation, abort)
-maps to ``ConnectionFailed``."""
-
 
 # --- options ------------------------------------------------------------------
 
@@ -188,7 +183,7 @@ class Connection:
         self._local_closed = False
         self._closed_by_server = False  # Server.close() closed it, not the handler
         self._finished = False
-        self._failure: tuple[type[PeerUnreachable], str, tuple[bytes, ...]] | None = None
+        self._failure: tuple[str, tuple[bytes, ...], FailureKind] | None = None
 
     # -- driver side -------------------------------------------------------------
 
@@ -211,17 +206,16 @@ class Connection:
             self._finished = True
             self._outstanding.clear()
         elif isinstance(event, Failed):
-            self._fail(event.reason, event.undelivered)
+            self._fail(event.reason, event.undelivered, event.kind)
 
-    def _fail(self, reason: str, undelivered_ids: tuple[int, ...]) -> None:
+    def _fail(self, reason: str, undelivered_ids: tuple[int, ...], kind: FailureKind) -> None:
         if self._finished:
             return
         self._finished = True
         payloads = dict(self._outstanding)
         self._outstanding.clear()
         undelivered = tuple(payloads[i] for i in undelivered_ids if i in payloads)
-        kind = PeerUnreachable if reason.startswith(_UNREACHABLE_PREFIX) else ConnectionFailed
-        self._failure = (kind, reason, undelivered)
+        self._failure = (reason, undelivered, kind)
 
     def _update_pause(self) -> None:
         paused = self._inbox_bytes >= self._protocol.options.recv_buffer and not (
@@ -254,11 +248,9 @@ class Connection:
             self._needs_events -= 1
             self._update_pause()
 
-    def _error(self) -> PeerUnreachable:
-        # A fresh exception per raise: re-raising one instance chains tracebacks.
+    def _error(self) -> ConnectionFailed:
         assert self._failure is not None
-        kind, reason, undelivered = self._failure
-        return kind(reason, undelivered)
+        return failure_error(*self._failure)
 
     async def _wait_connected(self) -> None:
         while not self._connected:
@@ -297,7 +289,7 @@ class Connection:
         Returns once the message is queued, not when it is delivered (see
         :meth:`flush`).  Raises ``MessageTooLarge``; ``LocalProtocolError``
         after ``close()``; ``ConnectionClosed`` once the peer has closed;
-        ``PeerUnreachable`` / ``ConnectionFailed`` after a failure.
+        a ``ConnectionFailed`` (``PeerUnreachable``, ...) after a failure.
         """
         # bytes is immutable, so the core and ``undelivered`` share it; anything
         # mutable is copied once, here.
@@ -334,10 +326,10 @@ class Connection:
         """Wait for the next whole message.
 
         Raises ``ConnectionClosed`` once the peer closed gracefully and every
-        message it sent has been returned; ``PeerUnreachable`` (its
-        ``undelivered`` holds our unacknowledged payloads, in send order) or
-        ``ConnectionFailed`` if the connection failed.  Messages that arrived
-        before a failure are returned first.
+        message it sent has been returned; a ``ConnectionFailed``
+        (``PeerUnreachable``, ``ConnectionReset``, ...; its ``undelivered``
+        holds our unacknowledged payloads, in send order) if the connection
+        failed.  Messages that arrived before a failure are returned first.
         """
         while True:
             if self._inbox:
@@ -368,23 +360,23 @@ class Connection:
     async def flush(self) -> None:
         """Wait until the peer has acknowledged every message sent so far.
 
-        Raises ``PeerUnreachable`` / ``ConnectionFailed`` (with the undelivered
-        payloads) if the connection fails first.
+        Raises a ``ConnectionFailed`` (with the undelivered payloads) if the
+        connection fails first.
         """
         while self._outstanding:
             if self._failure is not None:
                 raise self._error()
             await self._wait_for_events()
-        if self._failure is not None and self._failure[2]:
+        if self._failure is not None and self._failure[1]:
             raise self._error()
 
     async def close(self) -> None:
         """Close gracefully: wait until the peer acknowledged everything and closed too.
 
-        Waits at most ``linger`` seconds, then aborts.  Raises
-        ``PeerUnreachable`` / ``ConnectionFailed`` (with the undelivered
-        payloads) only if some message was not acknowledged; a close that loses
-        nothing returns normally.  Safe to call more than once.
+        Waits at most ``linger`` seconds, then aborts.  Raises a
+        ``ConnectionFailed`` (with the undelivered payloads) only if some
+        message was not acknowledged; a close that loses nothing returns
+        normally.  Safe to call more than once.
         """
         if not self._finished and not self._local_closed:
             self._local_closed = True
@@ -397,7 +389,7 @@ class Connection:
                     await self._wait_for_events()
         except TimeoutError:
             self.abort("close timed out: the peer did not finish closing within linger")
-        if self._failure is not None and self._failure[2]:
+        if self._failure is not None and self._failure[1]:
             raise self._error()
 
     def abort(self, reason: str = "aborted by the application") -> None:
@@ -409,7 +401,8 @@ class Connection:
         if not self._assoc.connection.is_closed:
             self._assoc.abort(reason)
         self._protocol.service()  # reads the Failed event and sends the RESET now
-        self._fail(reason, tuple(i for i, _ in self._outstanding))  # if no event came
+        # if no event came
+        self._fail(reason, tuple(i for i, _ in self._outstanding), FailureKind.ABORTED)
         self._wake()
 
     async def __aenter__(self) -> Connection:
@@ -495,7 +488,9 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self._closing = True
         self._cancel_timer()
         for conn in list(self._connections.values()):
-            conn._fail("socket closed", tuple(i for i, _ in conn._outstanding))
+            # The local program closed the socket under it: an abort, locally.
+            outstanding = tuple(i for i, _ in conn._outstanding)
+            conn._fail("socket closed", outstanding, FailureKind.ABORTED)
             conn._wake()
         self._connections.clear()
         self._send_blocked.clear()
