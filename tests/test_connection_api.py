@@ -335,5 +335,5 @@ def test_a_reader_that_stops_reading_stops_the_sender() -> None:
                 client.send(chunk, timeout=1.0)
         # bounded: about one window in the driver plus one in the core
         window_bytes = 1024 * 1400
-        assert server._channel.inbox_bytes <= window_bytes + len(chunk)
+        assert server._ledger.inbox_bytes <= window_bytes + len(chunk)
         assert server.recv(timeout=WAIT) == chunk
