@@ -31,8 +31,8 @@ from typing import Any
 
 from rudp.apps import filetransfer
 from rudp.errors import ConnectionFailed, RudpError
-from rudp.events import FailureKind
 from rudp.errors import Timeout as RudpTimeout
+from rudp.events import FailureKind
 from rudp.testing.proxy import LossyProxy, format_address, parse_address, parse_duration, parse_rate
 
 __all__ = ["main"]
