@@ -18,9 +18,14 @@ Server (every connection shares the one UDP socket)::
 
 ``**options`` are ``rudp.config.Config`` field names (``peer_timeout=5.0``,
 ``max_message_size=...``; or ``config=Config(...)``) plus the driver options of
-``rudp.drivers.asyncio.DriverOptions``: ``send_buffer``, ``recv_buffer``,
-``linger`` (bound of ``close()``), ``timeout`` (bound of the handshake in
-``connect()``), ``backlog``, ``local_addr``, ``recv_batch``.
+``rudp.drivers.DriverOptions``, the same for every rudp API: ``send_buffer``,
+``recv_buffer``, ``linger`` (bound of ``close()``), ``timeout`` (bound of the
+handshake in ``connect()``), ``backlog``, ``local_addr``, ``socket_buffer``,
+``recv_batch``.
+
+A failed connection raises a ``rudp.ConnectionFailed``: ``PeerUnreachable``
+(silence), ``ConnectionReset`` (the peer reset it), ``ConnectionAborted``
+(aborted locally), ``PeerProtocolError``.
 
 The driver is thin: the protocol lives in the sans-IO core, and the mechanics
 (socket, timers, batching) in ``rudp.drivers.asyncio``.
@@ -31,19 +36,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
-from rudp.drivers.asyncio import (
+from rudp.drivers._common import (
     Address,
-    Connection,
-    EndpointProtocol,
-    open_connection,
-    open_endpoint,
-    resolve,
+    default_local_address,
+    normalise_address,
     split_options,
 )
-from rudp.errors import ConnectionClosed, PeerUnreachable
+from rudp.drivers.asyncio import Connection, EndpointProtocol, open_endpoint
+from rudp.errors import ConnectionClosed, ConnectionFailed, Timeout
 
 __all__ = ["Connection", "Handler", "Server", "Serving", "connect", "serve"]
 
@@ -58,10 +62,34 @@ async def connect(address: Address, **options: Any) -> Connection:
 
     Each client connection gets its own UDP socket, closed once the connection
     has ended.  Raises ``rudp.Timeout`` after ``timeout`` seconds (default 10)
-    without a handshake, ``PeerUnreachable`` if the core gives up first.
+    without a handshake, ``PeerUnreachable`` if the core gives up first
+    (``ConnectionReset`` if the peer refuses).
     """
     config, driver_options = split_options(options)
-    return await open_connection(address, config, driver_options)
+    family, remote = await _resolve(address[0], address[1])
+    local = driver_options.local_addr or default_local_address(family, remote)
+    protocol = await open_endpoint(family, local, config, driver_options, server=False)
+    conn = protocol.open(remote)
+    bound = driver_options.timeout
+    try:
+        async with asyncio.timeout(bound):
+            await conn._wait_connected()
+    except TimeoutError:
+        conn.abort("handshake timed out")
+        raise Timeout(f"no handshake with {address!r} within {bound} s") from None
+    except BaseException:
+        conn.abort("connect() failed or was cancelled")
+        raise
+    return conn
+
+
+async def _resolve(host: str | None, port: int, *, passive: bool = False) -> tuple[int, Address]:
+    """Resolve ``host``/``port`` to (family, socket address), the first result."""
+    loop = asyncio.get_running_loop()
+    flags = socket.AI_PASSIVE if passive else 0
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=flags)
+    family, _, _, _, address = infos[0]
+    return family, normalise_address(address)
 
 
 def serve(handler: Handler, host: str | None, port: int, **options: Any) -> Serving:
@@ -71,7 +99,7 @@ def serve(handler: Handler, host: str | None, port: int, **options: Any) -> Serv
     (closes and waits on exit).  A handler gets a connection once its
     handshake is complete.  When the handler returns, the connection is closed
     gracefully; if it raises, the exception is logged (``rudp.aio`` logger) and
-    the connection is aborted (the peer sees ``ConnectionFailed``).
+    the connection is aborted (the peer sees ``ConnectionReset``).
     """
     return Serving(handler, host, port, options)
 
@@ -88,7 +116,7 @@ class Serving:
     async def _start(self) -> Server:
         handler, host, port, options = self._args
         config, driver_options = split_options(options)
-        family, local = await resolve(host, port, passive=True)
+        family, local = await _resolve(host, port, passive=True)
         server = Server(handler, driver_options.linger)
         server._protocol = await open_endpoint(
             family, local, config, driver_options, server=True, on_accept=server._start_handler
@@ -155,9 +183,9 @@ class Server:
     async def _run_handler(self, conn: Connection) -> None:
         try:
             await self._handler(conn)
-        except (ConnectionClosed, PeerUnreachable) as exc:
-            # The peer closed or vanished under the handler: a normal ending for
-            # a network server; close() below finishes (or is a no-op).
+        except (ConnectionClosed, ConnectionFailed) as exc:
+            # The peer closed, vanished or reset under the handler: a normal
+            # ending for a network server; close() below finishes (or is a no-op).
             logger.debug("handler for %r ended by %r", conn.remote_address, exc)
         except asyncio.CancelledError:
             conn.abort("server closed")
@@ -168,7 +196,7 @@ class Server:
             return
         try:
             await conn.close()
-        except PeerUnreachable as exc:
+        except ConnectionFailed as exc:
             logger.debug("closing %r: %r", conn.remote_address, exc)
 
     def close(self) -> None:
@@ -190,7 +218,7 @@ class Server:
 
     @staticmethod
     async def _close_quietly(conn: Connection) -> None:
-        with contextlib.suppress(PeerUnreachable):
+        with contextlib.suppress(ConnectionFailed):
             await conn.close()
 
     async def wait_closed(self) -> None:

@@ -25,57 +25,52 @@ Semantics
 - When the peer stops answering, ``send``, ``recv`` and ``flush`` raise
   ``rudp.PeerUnreachable`` within ``peer_timeout`` (30 s by default, the
   keepalive makes an idle connection notice too) with ``.undelivered`` = the
-  payloads never acknowledged, in send order.  A reset or protocol violation
-  raises its subclass ``rudp.ConnectionFailed``.
+  payloads never acknowledged, in send order; again on every later call.  A
+  reset raises ``rudp.ConnectionReset``, a protocol violation
+  ``rudp.PeerProtocolError``: all are ``rudp.ConnectionFailed`` (and
+  ``ConnectionError``), none is a ``TimeoutError``, so a polling loop
+  ``except TimeoutError: continue`` ends on a failure.
 - ``close()`` is graceful: our FIN follows every queued message; it lingers
   up to ``linger`` seconds (option, default 5.0) for them to be acknowledged.
 - Threads: one thread may read while another writes (and a third flushes);
   every call is serialised on the engine's lock only for its bookkeeping.
-- Options: ``rudp.Config`` field names plus ``linger``, ``send_buffer`` and
-  (``listen`` only) ``backlog``.
+- Options: ``rudp.Config`` field names (or ``config=``) plus the driver
+  options of ``rudp.drivers.DriverOptions`` (``linger``, ``send_buffer``,
+  ``backlog``, ...; ``local_addr`` for ``connect`` only).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import socket as _socket
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-from rudp.config import Config
 from rudp.core.endpoint import Association
-from rudp.core.state import ConnectionState
-from rudp.drivers.blocking import Channel, Engine, channel
+from rudp.drivers._common import ConnectionLedger, default_local_address, split_options
+from rudp.drivers.blocking import (
+    Engine,
+    acknowledged,
+    close_complete,
+    has_room,
+    ledger,
+    register_for_exit,
+)
 from rudp.errors import (
     ConnectionClosed,
     ConnectionFailed,
     LocalProtocolError,
     MessageTooLarge,
-    PeerUnreachable,
     Timeout,
 )
 
 __all__ = ["Connection", "Listener", "connect", "listen"]
 
-DEFAULT_LINGER = 5.0
-"""Seconds ``Connection.close()`` waits for queued messages to be acknowledged."""
-
-DEFAULT_SEND_BUFFER = 4 * 1024 * 1024
-"""Unacknowledged bytes after which ``Connection.send`` blocks."""
-
-_CLOSE_DONE = frozenset(
-    {
-        ConnectionState.FIN_WAIT,  # our FIN, sent after all our data, is acknowledged
-        ConnectionState.TIME_WAIT,
-        ConnectionState.CLOSED,
-        ConnectionState.FAILED,
-    }
-)
+_NOT_FOR_LISTENERS = ("timeout", "local_addr")
+"""Client-side driver options: a listener binds the address it is given and waits in accept."""
 
 
 def _family_and_address(address: Any) -> tuple[int, Any]:
@@ -87,13 +82,6 @@ def _family_and_address(address: Any) -> tuple[int, Any]:
         return _socket.AF_INET, ("0.0.0.0", port)
     family, _, _, _, sockaddr = _socket.getaddrinfo(host, port, 0, _socket.SOCK_DGRAM)[0]
     return family, sockaddr
-
-
-def _split_options(options: dict[str, Any]) -> tuple[Config, float, int, int]:
-    linger = float(options.pop("linger", DEFAULT_LINGER))
-    send_buffer = int(options.pop("send_buffer", DEFAULT_SEND_BUFFER))
-    backlog = int(options.pop("backlog", 128))
-    return Config.from_options(options), linger, send_buffer, backlog
 
 
 class _EngineShare:
@@ -116,33 +104,22 @@ class _EngineShare:
             self.engine.close()
 
 
-_open: weakref.WeakSet[Connection | Listener] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_at_exit() -> None:
-    """Give connections the program never closed their graceful close (and linger)."""
-    for item in list(_open):
-        item.close()
-
-
 class Connection:
     """One reliable, ordered message connection (see the module docs)."""
 
-    def __init__(
-        self, share: _EngineShare, assoc: Association, *, linger: float, send_buffer: int
-    ) -> None:
+    def __init__(self, share: _EngineShare, assoc: Association) -> None:
         share.acquire()
         self._share = share
         self._engine = share.engine
         self._assoc = assoc
-        self._channel: Channel = channel(assoc)
+        self._ledger: ConnectionLedger = ledger(assoc)
         self._closed = False
-        self.linger = linger
+        options = self._engine.options
+        self.linger = options.linger
         """Seconds ``close()`` waits for unacknowledged messages."""
-        self.send_buffer = send_buffer
+        self.send_buffer = options.send_buffer
         """Unacknowledged bytes after which ``send`` blocks."""
-        _open.add(self)
+        register_for_exit(self)
 
     # --- addresses and stats -------------------------------------------------------
 
@@ -167,16 +144,14 @@ class Connection:
 
     # --- errors ------------------------------------------------------------------
 
-    def _failure_error(self) -> PeerUnreachable | ConnectionClosed | None:
+    def _failure_error(self) -> ConnectionFailed | ConnectionClosed | None:
         """The exception the connection's end calls for, or None while it is alive."""
-        ch = self._channel
-        failure = ch.failure
-        if failure is not None:
-            if ch.peer_closed and not failure.undelivered:
+        led = self._ledger
+        if led.failed is not None:
+            if led.peer_closed and not led.failed.undelivered:
                 # The peer closed and left before acknowledging our FIN: nothing lost.
                 return ConnectionClosed("connection closed by peer")
-            kind = PeerUnreachable if "unreachable" in failure.reason else ConnectionFailed
-            return kind(failure.reason, ch.undelivered)
+            return led.error()
         if self._engine.io_error is not None:  # pragma: no cover - a driver bug
             return ConnectionFailed(f"I/O thread died: {self._engine.io_error!r}", ())
         return None
@@ -196,17 +171,12 @@ class Connection:
         engine = self._engine
         assoc = self._assoc
         deadline = None if timeout is None else time.monotonic() + timeout
-        limit = self.send_buffer
+        size, limit = len(data), self.send_buffer
         with engine.cond:
             self._check_usable()
-
-            def room() -> bool:
-                queued: int = assoc.connection.send_queue_bytes
-                return queued == 0 or queued + len(data) <= limit or self._channel.terminated
-
-            engine.wait_until(room, deadline)
+            engine.wait_until(lambda: has_room(assoc, size, limit), deadline)
             self._check_usable()
-            if self._channel.peer_closed:
+            if self._ledger.peer_closed:
                 raise ConnectionClosed("the peer closed the connection")
             try:
                 message_id = assoc.send(data)
@@ -214,7 +184,7 @@ class Connection:
                 raise
             except LocalProtocolError as exc:
                 raise ConnectionClosed(str(exc)) from exc
-            self._channel.payloads[message_id] = data
+            self._ledger.track(message_id, data)
             engine.pump()
 
     def flush(self, timeout: float | None = None) -> None:
@@ -223,33 +193,23 @@ class Connection:
         deadline = None if timeout is None else time.monotonic() + timeout
         with engine.cond:
             self._check_usable()
-            engine.wait_until(self._flushed, deadline)
+            engine.wait_until(lambda: acknowledged(self._assoc), deadline)
             self._check_usable()
-
-    def _flushed(self) -> bool:
-        ch = self._channel
-        if ch.terminated:
-            return True
-        if self._assoc.connection.send_queue_bytes:
-            return False
-        # A paused channel's acknowledgements wait behind unread messages, so
-        # trust the core's byte count then (it misses only empty messages).
-        return not ch.payloads or self._assoc.paused
 
     # --- receiving ---------------------------------------------------------------
 
     def recv(self, timeout: float | None = None) -> bytes:
         """Next message; ``ConnectionClosed`` after the peer's close, ``Timeout`` on timeout."""
         engine = self._engine
-        ch = self._channel
+        led = self._ledger
         deadline = None if timeout is None else time.monotonic() + timeout
         with engine.cond:
             engine.wait_until(
-                lambda: bool(ch.inbox) or ch.peer_closed or ch.terminated or self._closed,
+                lambda: bool(led.inbox) or led.peer_closed or led.terminated or self._closed,
                 deadline,
             )
-            if ch.inbox:
-                message = ch.pop()
+            if led.inbox:
+                message = led.pop()
                 engine.resume(self._assoc)
                 return message
             if self._closed or engine.closed:
@@ -277,20 +237,17 @@ class Connection:
                 return
             self._closed = True
             assoc = self._assoc
-            if not self._channel.terminated:
+            if not self._ledger.terminated:
                 with contextlib.suppress(LocalProtocolError):  # already closing
                     assoc.close(engine.now())
                 engine.pump()
                 if self.linger > 0:
                     with contextlib.suppress(Timeout):
                         engine.wait_until(
-                            lambda: (
-                                self._channel.terminated or assoc.connection.state in _CLOSE_DONE
-                            ),
-                            time.monotonic() + self.linger,
+                            lambda: close_complete(assoc), time.monotonic() + self.linger
                         )
             engine.cond.notify_all()
-        _open.discard(self)
+        register_for_exit(self, False)
         self._share.release()
 
     def __enter__(self) -> Connection:
@@ -309,11 +266,9 @@ class Listener:
     """Accepts connections on one UDP socket (see ``listen``)."""
 
     def __init__(self, address: Any, **options: Any) -> None:
-        config, linger, send_buffer, backlog = _split_options(options)
+        config, driver_options = split_options(options, reject=_NOT_FOR_LISTENERS)
         family, bind_address = _family_and_address(address)
-        self._linger = linger
-        self._send_buffer = send_buffer
-        engine = Engine(family, config, accepting=True, backlog=backlog)
+        engine = Engine(family, config, driver_options, accepting=True)
         try:
             engine.sock.bind(bind_address)
         except BaseException:
@@ -326,7 +281,7 @@ class Listener:
         self.address: Any = engine.sock.getsockname()
         """The bound address (with the real port when bound to port 0)."""
         engine.start()
-        _open.add(self)
+        register_for_exit(self)
 
     def accept(self, timeout: float | None = None) -> Connection:
         """The next connection whose handshake completed; ``Timeout`` after ``timeout``."""
@@ -346,9 +301,7 @@ class Listener:
             engine.wait_until(take, deadline)
             if not found:
                 raise LocalProtocolError("the listener is closed")
-            return Connection(
-                self._share, found[0], linger=self._linger, send_buffer=self._send_buffer
-            )
+            return Connection(self._share, found[0])
 
     def close(self) -> None:
         """Stop accepting; connections already accepted keep working until closed."""
@@ -361,7 +314,7 @@ class Listener:
             while (assoc := engine.endpoint.accept()) is not None:
                 assoc.abort("listener closed")
             engine.pump()
-        _open.discard(self)
+        register_for_exit(self, False)
         self._share.release()
 
     def __enter__(self) -> Listener:
@@ -388,22 +341,23 @@ def connect(address: Any, timeout: float | None = 10.0, **options: Any) -> Conne
     """Open a connection to ``address``; wait up to ``timeout`` for the handshake.
 
     Raises ``rudp.Timeout`` if the handshake does not finish in time and
-    ``rudp.PeerUnreachable`` if the give-up budget runs out first.
+    ``rudp.PeerUnreachable`` if the give-up budget runs out first
+    (``rudp.ConnectionReset`` if the peer refuses).
     """
-    config, linger, send_buffer, _ = _split_options(options)
+    config, driver_options = split_options({**options, "timeout": timeout})
     family, peer = _family_and_address(address)
-    engine = Engine(family, config)
+    engine = Engine(family, config, driver_options)
     try:
-        engine.sock.bind(("::", 0) if family == _socket.AF_INET6 else ("0.0.0.0", 0))
+        engine.sock.bind(driver_options.local_addr or default_local_address(family, peer))
         engine.start()
         share = _EngineShare(engine)
         deadline = None if timeout is None else time.monotonic() + timeout
         with engine.cond:
             assoc = engine.endpoint.connect(peer, engine.now())
-            ch = channel(assoc)
+            led = ledger(assoc)
             engine.pump()
-            engine.wait_until(lambda: ch.connected or ch.terminated, deadline)
-            connection = Connection(share, assoc, linger=linger, send_buffer=send_buffer)
+            engine.wait_until(lambda: led.connected or led.terminated, deadline)
+            connection = Connection(share, assoc)
         error = connection._failure_error()
         if error is not None:
             raise error

@@ -4,11 +4,22 @@ Two families, as in h11: errors about the *local* program's use of the API,
 and errors about what came from the *network*.  The user-facing exceptions of
 the drivers subclass the matching builtins so that code written against plain
 sockets (``except socket.timeout``, ``except ConnectionError``) keeps working.
+
+Connection failures form one family::
+
+    ConnectionFailed(RudpError, ConnectionError)     .reason .undelivered .kind
+    +-- PeerUnreachable                              silence (not a TimeoutError: see there)
+    +-- ConnectionReset(.., ConnectionResetError)    the peer sent a RESET
+    +-- ConnectionAborted(.., ConnectionAbortedError) ended locally
+    +-- PeerProtocolError                            the peer broke the protocol
 """
 
 from __future__ import annotations
 
 import errno
+from typing import Any
+
+from rudp.events import FailureKind
 
 
 class RudpError(Exception):
@@ -39,21 +50,79 @@ class ConnectionClosed(RudpError, ConnectionError):
     """The connection was closed gracefully; no further messages will arrive."""
 
 
-class PeerUnreachable(RudpError, ConnectionError):
-    """The peer stopped answering within the give-up budget.
+class ConnectionFailed(RudpError, ConnectionError):
+    """The connection ended without completing: the base of every connection failure.
 
-    ``undelivered`` lists the ids of every message that was not acknowledged,
-    in send order (for the socket API, the payloads themselves: see its docs).
+    ``reason`` says why, for people; ``kind`` (a ``rudp.events.FailureKind``)
+    says it for programs, ``None`` only when the driver itself broke (a bug).
+    ``undelivered`` holds the payload of every message the peer did not
+    acknowledge, in send order: nothing is lost silently.  ``address`` is the
+    peer's address where one API object serves many peers (``rudp.socket``).
+
+    Which subclass a failure raises is decided by one table,
+    ``rudp.drivers._common.FAILURE_EXCEPTIONS``; catch this class for "the
+    connection is gone, whatever the cause".
     """
 
-    def __init__(self, reason: str, undelivered: tuple[object, ...] = ()) -> None:
+    default_kind: FailureKind | None = None
+    """The ``kind`` an instance gets when none is given."""
+
+    def __init__(
+        self,
+        reason: str,
+        undelivered: tuple[object, ...] = (),
+        kind: FailureKind | None = None,
+        *,
+        address: Any = None,
+    ) -> None:
         super().__init__(f"{reason} ({len(undelivered)} message(s) undelivered)")
         self.reason = reason
         self.undelivered = undelivered
+        self.kind = kind if kind is not None else self.default_kind
+        self.address = address
 
 
-class ConnectionFailed(PeerUnreachable):
-    """The connection failed for a reason other than silence (reset, protocol violation)."""
+class PeerUnreachable(ConnectionFailed):
+    """The peer stopped answering within the give-up budget (``FailureKind.UNREACHABLE``).
+
+    Deliberately *not* a ``TimeoutError``, although a silent peer is a kind of
+    timeout: ``socket.timeout`` *is* ``TimeoutError``, so the usual retry loop
+    ``except socket.timeout: retry`` (the seed programs' ``udp_remote.py``,
+    ``rudp.apps.filetransfer``'s progress loop, any ``recv(timeout=...)``
+    polling loop) would swallow a permanent failure as a transient timeout.
+    With the blocking ``Connection``, which raises the failure again on every
+    call, such a loop would spin forever instead of ending.  A failure is a
+    ``ConnectionError`` (and an ``OSError``); only ``rudp.Timeout`` is a timeout.
+    """
+
+    default_kind = FailureKind.UNREACHABLE
+
+
+class ConnectionReset(ConnectionFailed, ConnectionResetError):
+    """The peer reset the connection (``FailureKind.RESET_BY_PEER``): it sent a RESET."""
+
+    default_kind = FailureKind.RESET_BY_PEER
+
+
+class ConnectionAborted(ConnectionFailed, ConnectionAbortedError):
+    """The local side ended the connection before it completed.
+
+    ``FailureKind.ABORTED`` (``abort()``, a closed socket, an evicted handshake)
+    or ``FailureKind.CLOSED_BY_APPLICATION`` (closed before it could deliver
+    what it queued).
+    """
+
+    default_kind = FailureKind.ABORTED
+
+
+class PeerProtocolError(ConnectionFailed):
+    """The peer broke the protocol (``FailureKind.PROTOCOL_ERROR``), e.g. inconsistent fragments.
+
+    The network's counterpart of ``LocalProtocolError``.  No builtin matches
+    (``ConnectionError`` via ``ConnectionFailed`` is the closest).
+    """
+
+    default_kind = FailureKind.PROTOCOL_ERROR
 
 
 class BufferTooSmall(RudpError, OSError):

@@ -24,43 +24,52 @@ Semantics, where they differ from UDP or need a choice
   association's unacknowledged bytes exceed ``send_buffer`` (option, default
   4 MiB); a non-blocking socket raises ``BlockingIOError`` instead, a timeout
   raises ``rudp.Timeout``.
-- **Errors**: when an association gives up (the peer stopped answering within
-  ``peer_timeout``) *with messages it never acknowledged*, the next call on the
-  socket -- or a call blocked in it -- raises ``rudp.PeerUnreachable`` with
-  ``.undelivered`` = those payloads in send order and ``.address``.  A peer
-  that merely went away with nothing owed to it is not an error, as with UDP.
+- **Errors**: when an association fails *with messages it never acknowledged*,
+  the next call on the socket -- or a call blocked in it -- raises a
+  ``rudp.ConnectionFailed`` with ``.undelivered`` = those payloads in send
+  order and ``.address``: ``rudp.PeerUnreachable`` when the peer stopped
+  answering within ``peer_timeout``, ``rudp.ConnectionReset`` when it reset
+  the association, ``rudp.PeerProtocolError`` when it broke the protocol.
+  Each is reported once.  A peer that merely went away with nothing owed to it
+  is not an error, as with UDP.
 - **close()** closes every association gracefully and lingers up to
   ``linger`` seconds (option, default 5.0) until queued messages are
   acknowledged and the closes complete; afterwards ``undelivered`` lists what
   never got through (empty in the normal case).  ``linger=0`` closes at once.
-- Timeouts raise ``rudp.Timeout``, a ``TimeoutError``, i.e. ``socket.timeout``.
+- Timeouts raise ``rudp.Timeout``, a ``TimeoutError``, i.e. ``socket.timeout``
+  (a failure never is one, so ``except socket.timeout: retry`` cannot hide it).
 - ``fileno()`` is not provided: the UDP socket's descriptor becomes readable for
   protocol traffic, not for whole messages, so ``select`` on it would lie.
-- Options: any ``rudp.Config`` field name, plus ``linger``, ``send_buffer``
-  and ``backlog`` (half-open associations from new peers).
+- Options: any ``rudp.Config`` field name (or ``config=``), plus the driver
+  options of ``rudp.drivers.DriverOptions`` except ``timeout`` and
+  ``local_addr`` (``settimeout`` and ``bind`` do that here).
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import errno
 import socket as _socket
 import time
-import weakref
 from types import TracebackType
 from typing import Any
 
-from rudp.config import Config
 from rudp.core.endpoint import Association
-from rudp.core.state import ConnectionState
-from rudp.drivers.blocking import Engine, channel
+from rudp.drivers._common import failure_error, split_options
+from rudp.drivers.blocking import (
+    Engine,
+    acknowledged,
+    close_complete,
+    has_room,
+    ledger,
+    register_for_exit,
+)
 from rudp.errors import (
     BufferTooSmall,
+    ConnectionFailed,
     LocalProtocolError,
     MessageTooLarge,
-    PeerUnreachable,
     Timeout,
 )
 from rudp.events import Closed, Connected, Event, Failed, MessageReceived, PeerClosed
@@ -71,59 +80,10 @@ AF_INET = _socket.AF_INET
 AF_INET6 = _socket.AF_INET6
 SOCK_DGRAM = _socket.SOCK_DGRAM
 
-DEFAULT_LINGER = 5.0
-"""Seconds ``close()`` waits for queued messages to be acknowledged."""
-
-DEFAULT_SEND_BUFFER = 4 * 1024 * 1024
-"""Unacknowledged bytes per association before ``sendto`` blocks."""
-
 _RESOLVE_CACHE_SIZE = 256
 
-
-_CLOSE_DONE = frozenset(
-    {
-        ConnectionState.FIN_WAIT,  # our FIN (after all our data) is acknowledged
-        ConnectionState.TIME_WAIT,
-        ConnectionState.CLOSED,
-        ConnectionState.FAILED,
-    }
-)
-
-
-def _close_done(assoc: Association) -> bool:
-    """Everything we sent, FIN included, is acknowledged (or the association is over)."""
-    return channel(assoc).terminated or assoc.connection.state in _CLOSE_DONE
-
-
-def _acknowledged(assoc: Association) -> bool:
-    """Nothing sent on the association waits for an acknowledgement."""
-    ch = channel(assoc)
-    if ch.terminated or assoc.connection.send_queue_bytes:
-        return ch.terminated
-    # A paused channel's acknowledgements wait behind unread messages: trust the
-    # core's byte count then (it misses only empty messages).
-    return not ch.payloads or assoc.paused
-
-
-def _unacknowledged(assoc: Association) -> tuple[bytes, ...]:
-    ch = channel(assoc)
-    if ch.failure is not None:
-        return ch.undelivered
-    return tuple(payload for _, payload in sorted(ch.payloads.items()))
-
-
-_open_sockets: weakref.WeakSet[socket] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_at_exit() -> None:
-    """Linger for unacknowledged messages of sockets the program never closed.
-
-    A UDP program may exit right after its last ``sendto``; the kernel would
-    still transmit that datagram, so a drop-in must still deliver the message.
-    """
-    for sock in list(_open_sockets):
-        sock.close()
+_NOT_FOR_SOCKETS = ("timeout", "local_addr")
+"""Driver options a socket has its own calls for: ``settimeout`` and ``bind``."""
 
 
 def _closed_error() -> OSError:
@@ -148,12 +108,11 @@ class socket:
             )
         if proto not in (0, _socket.IPPROTO_UDP):
             raise ValueError(f"rudp.socket runs over UDP; proto {proto!r} is not supported")
-        self.linger = float(options.pop("linger", DEFAULT_LINGER))
+        config, driver_options = split_options(options, reject=_NOT_FOR_SOCKETS)
+        self.linger = driver_options.linger
         """Seconds ``close()`` lingers for unacknowledged messages."""
-        self.send_buffer = int(options.pop("send_buffer", DEFAULT_SEND_BUFFER))
+        self.send_buffer = driver_options.send_buffer
         """Unacknowledged bytes per peer before a send blocks."""
-        backlog = int(options.pop("backlog", 128))
-        config = Config.from_options(options)
         self.family = family
         """Address family, as for ``socket.socket``."""
         self.type = SOCK_DGRAM
@@ -166,13 +125,13 @@ class socket:
         self._peer: Any = None
         self._peers: dict[Any, Association] = {}
         self._ready: collections.deque[Association] = collections.deque()
-        self._errors: collections.deque[PeerUnreachable] = collections.deque()
+        self._errors: collections.deque[ConnectionFailed] = collections.deque()
         self._resolved: dict[Any, Any] = {}
         self._engine = Engine(
-            family, config, accepting=True, backlog=backlog, on_event=self._on_event
+            family, config, driver_options, accepting=True, on_event=self._on_event
         )
         self._engine.start()
-        _open_sockets.add(self)
+        register_for_exit(self)
 
     # --- context manager, repr ------------------------------------------------
 
@@ -296,19 +255,16 @@ class socket:
             self._check_open()
             self._raise_pending_error()
             assoc = self._association_for(address)
-            limit = self.send_buffer
-
-            def room() -> bool:
-                queued: int = assoc.connection.send_queue_bytes
-                return queued == 0 or queued + len(data) <= limit or channel(assoc).terminated
-
-            if not room():
+            size, limit = len(data), self.send_buffer
+            if not has_room(assoc, size, limit):
                 if self._timeout == 0.0:
                     raise BlockingIOError(errno.EAGAIN, "send buffer full")
-                engine.wait_until(lambda: room() or bool(self._errors), deadline)
+                engine.wait_until(
+                    lambda: has_room(assoc, size, limit) or bool(self._errors), deadline
+                )
                 self._check_open()
                 self._raise_pending_error()
-                if channel(assoc).terminated:
+                if ledger(assoc).terminated:
                     assoc = self._association_for(address)
             try:
                 message_id = assoc.send(data)
@@ -319,18 +275,18 @@ class socket:
                 self._forget(assoc)
                 assoc = self._association_for(address)
                 message_id = assoc.send(data)
-            channel(assoc).payloads[message_id] = data
+            ledger(assoc).track(message_id, data)
             engine.pump()
         return len(data)
 
     def _association_for(self, address: Any) -> Association:
         assoc = self._peers.get(address)
         if assoc is not None:
-            ch = channel(assoc)
-            if not (ch.terminated or ch.peer_closed):
+            led = ledger(assoc)
+            if not (led.terminated or led.peer_closed):
                 return assoc
         assoc = self._engine.endpoint.connect(address, self._engine.now())
-        channel(assoc)
+        ledger(assoc)
         self._peers[address] = assoc
         return assoc
 
@@ -341,15 +297,15 @@ class socket:
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every peer acknowledged every message sent so far (rudp extra).
 
-        Raises ``rudp.PeerUnreachable`` if an association gives up meanwhile and
-        ``rudp.Timeout`` after ``timeout`` seconds.
+        Raises ``rudp.ConnectionFailed`` (``PeerUnreachable``, ...) if an
+        association fails meanwhile and ``rudp.Timeout`` after ``timeout`` seconds.
         """
         engine = self._engine
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def flushed() -> bool:
             return bool(self._errors) or all(
-                _acknowledged(assoc) for assoc in engine.endpoint.associations
+                acknowledged(assoc) for assoc in engine.endpoint.associations
             )
 
         with engine.cond:
@@ -378,13 +334,13 @@ class socket:
                     raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
                 engine.wait_until(lambda: bool(self._ready or self._errors), deadline)
             assoc = self._ready[0]
-            inbox = channel(assoc).inbox
-            message = inbox[0]
+            led = ledger(assoc)
+            message = led.inbox[0]
             if len(message) > bufsize:
                 raise BufferTooSmall(len(message), bufsize)
             if not peek:
                 self._ready.popleft()
-                channel(assoc).pop()
+                led.pop()
                 engine.resume(assoc)
             return message, assoc.address
 
@@ -398,7 +354,7 @@ class socket:
             return
         while self._ready and self._ready[0].address != self._peer:
             assoc = self._ready.popleft()
-            channel(assoc).pop()
+            ledger(assoc).pop()
             self._engine.resume(assoc)
 
     # --- events and errors -------------------------------------------------------
@@ -412,7 +368,7 @@ class socket:
             while endpoint.accept(established_only=True) is not None:
                 pass  # every peer is accepted implicitly; only half-open ones wait
             current = self._peers.get(assoc.address)
-            if current is None or (current is not assoc and _acknowledged(current)):
+            if current is None or (current is not assoc and acknowledged(current)):
                 # Answer on the association the peer opened: no second handshake.
                 # An older association to the same address is replaced only when
                 # idle (the peer restarted, or both opened at once), so messages
@@ -422,11 +378,12 @@ class socket:
             self._forget(assoc)
         elif isinstance(event, Failed):
             self._forget(assoc)
-            ch = channel(assoc)
-            if ch.undelivered:
-                error = PeerUnreachable(f"{event.reason} (peer {assoc.address!r})", ch.undelivered)
-                error.address = assoc.address  # type: ignore[attr-defined]
-                self._errors.append(error)
+            undelivered = ledger(assoc).undelivered
+            if undelivered:  # a peer that owed us nothing is no error, as with UDP
+                reason = f"{event.reason} (peer {assoc.address!r})"
+                self._errors.append(
+                    failure_error(reason, undelivered, event.kind, address=assoc.address)
+                )
 
     def _raise_pending_error(self) -> None:
         if self._errors:
@@ -445,7 +402,7 @@ class socket:
             if engine.closed:
                 return
             now = engine.now()
-            live = [a for a in engine.endpoint.associations if not channel(a).terminated]
+            live = [a for a in engine.endpoint.associations if not ledger(a).terminated]
             for assoc in live:
                 with contextlib.suppress(LocalProtocolError):  # already closing
                     assoc.close(now)
@@ -453,14 +410,14 @@ class socket:
             if self.linger > 0:
                 with contextlib.suppress(Timeout):
                     engine.wait_until(
-                        lambda: all(_close_done(a) for a in live),
+                        lambda: all(close_complete(a) for a in live),
                         time.monotonic() + self.linger,
                     )
             self.undelivered = tuple(
-                payload for assoc in live for payload in _unacknowledged(assoc)
+                payload for assoc in live for payload in ledger(assoc).unacknowledged()
             )
         engine.close()
-        _open_sockets.discard(self)
+        register_for_exit(self, False)
 
     def detach(self) -> int:
         """Not supported: the UDP descriptor is owned by the I/O thread."""

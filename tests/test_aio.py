@@ -23,12 +23,13 @@ from rudp.config import Config
 from rudp.core import wire
 from rudp.errors import (
     ConnectionClosed,
-    ConnectionFailed,
+    ConnectionReset,
     LocalProtocolError,
     MessageTooLarge,
     PeerUnreachable,
     Timeout,
 )
+from rudp.events import FailureKind
 from rudp.testing.link import LinkProfile
 from rudp.testing.proxy import LossyProxy
 
@@ -472,9 +473,9 @@ def test_handler_exception_aborts_only_its_connection(caplog: pytest.LogCaptureF
             bad = await rudp.aio.connect(server.address, **FAST)
             good = await rudp.aio.connect(server.address, **FAST)
             await bad.send(b"boom")
-            with pytest.raises(ConnectionFailed) as caught:
+            with pytest.raises(ConnectionReset) as caught:
                 await bad.recv()
-            assert "reset" in caught.value.reason
+            assert caught.value.kind is FailureKind.RESET_BY_PEER
             # The RESET may overtake the (delayed) ack of b"boom": then it counts
             # as undelivered -- conservative, never silently lost.
             assert caught.value.undelivered in ((), (b"boom",))

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 import rudp.aio
-from rudp.errors import PeerUnreachable
+from rudp.errors import ConnectionFailed
 from rudp.testing.conformance import CHECKS, TIMEOUT, PairFactory, cases, checks_for
 
 T = TypeVar("T")
@@ -104,7 +104,7 @@ def aio_pair(**options: Any) -> Iterator[tuple[AioSide, AioSide]]:
             assert release is not None
             # Client first, as a real client would: the server's side then ends
             # without a TIME_WAIT, so wait_closed() has no linger to sit out.
-            with contextlib.suppress(PeerUnreachable):
+            with contextlib.suppress(ConnectionFailed):
                 await client.close()
             release.set()
             await server.wait_closed()

@@ -7,6 +7,7 @@ import random
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -273,6 +274,37 @@ def test_blocked_recv_wakes_with_peer_unreachable() -> None:
         assert info.value.undelivered == ()
 
 
+def test_a_timeout_polling_loop_ends_when_the_peer_becomes_unreachable() -> None:
+    """``except TimeoutError: continue`` around ``recv`` (the seeds' retry idiom) sees the end.
+
+    ``PeerUnreachable`` is deliberately not a ``TimeoutError`` (rudp/errors.py):
+    were it one, this loop would swallow it on every call until the bound below.
+    """
+    with relayed_pair(peer_timeout=1.0, keepalive_interval=0.2, linger=0) as (client, _, relay):
+        relay.blackhole.set()
+        deadline = time.monotonic() + WAIT
+        with pytest.raises(rudp.PeerUnreachable):
+            while time.monotonic() < deadline:
+                try:
+                    client.recv(timeout=0.05)
+                except TimeoutError:
+                    continue
+
+
+def test_a_reset_raises_connection_reset() -> None:
+    """A listener closed before accepting resets the connection: not "unreachable"."""
+    listener = rudp.listen(("127.0.0.1", 0))
+    with rudp.connect(listener.address, linger=0) as client:
+        listener.close()  # aborts the connection it never handed out: a RESET
+        with pytest.raises(rudp.ConnectionReset) as info:
+            client.recv(timeout=WAIT)
+        assert isinstance(info.value, ConnectionResetError)
+        assert not isinstance(info.value, rudp.PeerUnreachable)
+        assert info.value.kind is rudp.FailureKind.RESET_BY_PEER
+        with pytest.raises(rudp.ConnectionReset):  # and again on every call
+            client.send(b"more")
+
+
 def test_close_lingers_for_queued_messages() -> None:
     with rudp.listen(("127.0.0.1", 0)) as listener:
         client = rudp.connect(listener.address, linger=WAIT)
@@ -303,5 +335,5 @@ def test_a_reader_that_stops_reading_stops_the_sender() -> None:
                 client.send(chunk, timeout=1.0)
         # bounded: about one window in the driver plus one in the core
         window_bytes = 1024 * 1400
-        assert server._channel.inbox_bytes <= window_bytes + len(chunk)
+        assert server._ledger.inbox_bytes <= window_bytes + len(chunk)
         assert server.recv(timeout=WAIT) == chunk

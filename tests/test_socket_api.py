@@ -6,6 +6,7 @@ import errno
 import random
 import socket
 import threading
+import time
 
 import pytest
 
@@ -242,6 +243,28 @@ def test_unreachable_peer_raises_with_undelivered_payloads(silent_peer: socket.s
         sock.settimeout(0.05)
         with pytest.raises(rudp.Timeout):  # reported once; the socket keeps working
             sock.recvfrom(100)
+
+
+def test_a_socket_timeout_retry_loop_still_sees_an_unreachable_peer(
+    silent_peer: socket.socket,
+) -> None:
+    """The seeds' ``except socket.timeout: retry`` loop: the failure is not a timeout.
+
+    The socket reports a failure once, so a ``TimeoutError`` failure would be
+    swallowed by this loop and lost; it must escape it instead.
+    """
+    with rudp.socket(peer_timeout=1.0, linger=0) as sock:
+        sock.sendto(b"lost", silent_peer.getsockname())
+        sock.settimeout(0.05)
+        deadline = time.monotonic() + WAIT
+        with pytest.raises(rudp.PeerUnreachable) as info:
+            while time.monotonic() < deadline:
+                try:
+                    sock.recvfrom(100)
+                except socket.timeout:  # noqa: UP041 -- the seeds' spelling, on purpose
+                    continue
+        assert info.value.undelivered == (b"lost",)
+        assert info.value.kind is rudp.FailureKind.UNREACHABLE
 
 
 def test_unreachable_peer_surfaces_on_the_next_call(silent_peer: socket.socket) -> None:

@@ -30,8 +30,9 @@ from types import FrameType
 from typing import Any
 
 from rudp.apps import filetransfer
-from rudp.errors import PeerUnreachable, RudpError
+from rudp.errors import ConnectionFailed, RudpError
 from rudp.errors import Timeout as RudpTimeout
+from rudp.events import FailureKind
 from rudp.testing.proxy import LossyProxy, format_address, parse_address, parse_duration, parse_rate
 
 __all__ = ["main"]
@@ -267,7 +268,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
     except RudpTimeout:
         _say(f"could not connect to {format_address(args.address)}: no answer")
         return EXIT_FAILED
-    except PeerUnreachable as exc:
+    except ConnectionFailed as exc:
         _say(f"could not connect to {format_address(args.address)}: {exc.reason}")
         return EXIT_FAILED
     except (RudpError, OSError, TypeError, ValueError) as exc:
@@ -294,8 +295,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 on_error=report_error,
             )
             stats = conn.stats
-    except PeerUnreachable as exc:
-        _say(_unreachable_message(exc))
+    except ConnectionFailed as exc:
+        _say(_failure_message(exc))
         return EXIT_FAILED
     except (RudpError, OSError) as exc:
         _say(f"transfer failed: {exc}")
@@ -312,10 +313,12 @@ def _cmd_send(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _unreachable_message(exc: PeerUnreachable) -> str:
+def _failure_message(exc: ConnectionFailed) -> str:
+    """One line naming why the connection failed (by its kind) and what it left undelivered."""
     reason = exc.reason.rstrip(".")
-    if not reason.startswith("peer unreachable"):
-        reason = f"peer unreachable ({reason})"
+    if exc.kind is not FailureKind.UNREACHABLE:
+        # The core's reason says "peer unreachable: ..." only for that kind.
+        reason = f"connection failed ({reason})"
     return f"{reason}: {len(exc.undelivered)} messages undelivered"
 
 
@@ -339,8 +342,8 @@ def _cmd_recv(args: argparse.Namespace) -> int:
         )
 
     def report_error(what: str, exc: Exception) -> None:
-        if isinstance(exc, PeerUnreachable):
-            _say(f"{what} failed: {_unreachable_message(exc)}")
+        if isinstance(exc, ConnectionFailed):
+            _say(f"{what} failed: {_failure_message(exc)}")
         else:
             _say(f"{what} failed: {exc}")
 

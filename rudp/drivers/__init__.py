@@ -1,5 +1,13 @@
 """I/O drivers: each owns sockets and a clock and runs the core through ``rudp.core.endpoint``.
 
 - ``rudp.drivers.blocking``: a background I/O thread per UDP socket, under ``rudp.socket``
-  (``rudp.sock``) and ``rudp.connect`` / ``rudp.listen`` (``rudp.api``).
+  (``rudp.sock``) and ``rudp.connect`` / ``rudp.listen`` (``rudp.api``);
+- ``rudp.drivers.asyncio``: an asyncio datagram protocol, under ``rudp.aio``;
+- ``rudp.drivers._common``: what both share -- the options every API accepts
+  (:class:`DriverOptions`, :func:`split_options`), the event fold
+  (``ConnectionLedger``) and the one table from ``FailureKind`` to exception.
 """
+
+from rudp.drivers._common import FAILURE_EXCEPTIONS, DriverOptions, split_options
+
+__all__ = ["FAILURE_EXCEPTIONS", "DriverOptions", "split_options"]

@@ -16,149 +16,56 @@ multiplexer (``rudp.core.endpoint``).  This module only moves bytes and time:
 * Local calls (:meth:`Connection.send`, :meth:`Connection.close`) only mutate
   the core and schedule a service pass with ``loop.call_soon``: a burst of
   sends made in one loop iteration costs one flush, not one per message.
-* :class:`Connection` turns events into awaitable state: an inbox of whole
-  messages, the payloads not yet acknowledged (for
-  ``PeerUnreachable.undelivered``), and the terminal outcome.
+* :class:`Connection` turns events into awaitable state: it folds them into a
+  ``ConnectionLedger`` (``rudp.drivers._common``, shared with the blocking
+  driver: inbox, unacknowledged payloads, outcome) and wakes the tasks waiting
+  on it through futures.
 
 Back-pressure.  Sending: ``send()`` waits while the core's
 ``send_queue_bytes`` is at least ``send_buffer``.  Receiving: when the inbox
-holds ``recv_buffer`` bytes the association is *paused*: the endpoint stops
-handing us its events, so unread messages stay in the core and count against
-the receive window the peer sees (specs/protocol.md section 13.4).  Because events
-share one queue, a paused connection would also hide ``MessageAcknowledged``;
-so a connection is never paused while a task waits in ``flush()``/``close()``
-or for the handshake (that waiter would otherwise wait on the reader).
+holds ``recv_buffer`` bytes (or ``receive_window`` messages) the association
+is *paused*: the endpoint stops handing us its events, so unread messages stay
+in the core and count against the receive window the peer sees
+(specs/protocol.md section 13.4).  Because events share one queue, a paused
+connection would also hide ``MessageAcknowledged``; so a connection is never
+paused while a task waits in ``flush()``/``close()`` or for the handshake (that
+waiter would otherwise wait on the reader).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from rudp.config import MIB, Config
-from rudp.errors import (
-    ConnectionClosed,
-    ConnectionFailed,
-    LocalProtocolError,
-    MessageTooLarge,
-    PeerUnreachable,
-    Timeout,
+from rudp.config import Config
+from rudp.drivers._common import (
+    Address,
+    ConnectionLedger,
+    DriverOptions,
+    drain,
+    normalise_address,
+    udp_socket,
 )
-from rudp.events import (
-    Closed,
-    Connected,
-    Event,
-    Failed,
-    MessageAcknowledged,
-    MessageReceived,
-    PeerClosed,
-)
+from rudp.errors import ConnectionClosed, LocalProtocolError, MessageTooLarge
+from rudp.events import Closed, Event, Failed, FailureKind, MessageReceived
 
 if TYPE_CHECKING:
     from rudp.core.endpoint import Association, Endpoint
 
-__all__ = [
-    "Connection",
-    "DriverOptions",
-    "EndpointProtocol",
-    "open_connection",
-    "open_endpoint",
-    "resolve",
-    "split_options",
-]
+__all__ = ["Connection", "EndpointProtocol", "open_endpoint"]
 
 logger = logging.getLogger("rudp.aio")
 
-Address: TypeAlias = tuple[Any, ...]
-"""A socket address: (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6."""
 
-_MAX_DATAGRAM = 65535
-"""recvfrom buffer: the largest UDP payload, so the kernel never truncates one."""
-
-_UNREACHABLE_PREFIX = "peer unreachable"
-"""The core's ``Failed.reason`` starts with this when the peer went silent
-(specs/protocol.md section 9.5); any other reason (reset, protocol violation, abort)
-maps to ``ConnectionFailed``."""
-
-
-# --- options ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DriverOptions:
-    """Options of the asyncio driver that are not protocol tunables (``Config``)."""
-
-    send_buffer: int = 4 * MIB
-    """``send()`` waits while the core holds at least this many bytes queued or
-    in flight and not yet acknowledged.  A single message larger than the buffer
-    is still accepted when the buffer is below the limit."""
-
-    recv_buffer: int = 4 * MIB
-    """Bytes of received, unread messages the driver holds per connection
-    before it leaves the rest in the core (which then shrinks the window)."""
-
-    linger: float = 5.0
-    """Longest ``close()`` waits for the peer to acknowledge everything; after
-    that the connection is aborted."""
-
-    timeout: float = 10.0
-    """Longest ``connect()`` waits for the handshake (``rudp.Timeout`` after)."""
-
-    backlog: int = 128
-    """Server: most connections the endpoint keeps before the handler gets them
-    (handshaking ones are evicted first: SYN-flood bound)."""
-
-    local_addr: Address | None = None
-    """Client: address to bind.  Default: the loopback address when the peer is
-    a loopback address (the only source the kernel would pick anyway), else the
-    wildcard address of the peer's family; port 0."""
-
-    socket_buffer: int | None = 2 * MIB
-    """SO_RCVBUF / SO_SNDBUF of the UDP socket (capped by the kernel's
-    ``rmem_max`` / ``wmem_max``); ``None`` keeps the system default."""
-
-    recv_batch: int = 256
-    """Most datagrams read from the socket per wakeup before doing protocol
-    work, so one busy socket cannot starve the rest of the event loop."""
-
-    def __post_init__(self) -> None:
-        if self.send_buffer < 1 or self.recv_buffer < 1:
-            raise ValueError("send_buffer and recv_buffer must be positive")
-        if self.linger < 0 or self.timeout <= 0:
-            raise ValueError("linger must be >= 0 and timeout > 0")
-        if self.backlog < 1 or self.recv_batch < 1:
-            raise ValueError("backlog and recv_batch must be positive")
-
-
-_DRIVER_OPTION_NAMES = frozenset(f.name for f in fields(DriverOptions))
-
-
-def split_options(options: dict[str, Any]) -> tuple[Config, DriverOptions]:
-    """Split ``**options`` into the protocol ``Config`` and the driver's own options.
-
-    ``config=`` may pass a whole ``Config``; protocol options given beside it
-    override its fields.  Unknown names raise ``TypeError``.
-    """
-    options = dict(options)
-    base = options.pop("config", None)
-    driver = {name: options.pop(name) for name in list(options) if name in _DRIVER_OPTION_NAMES}
-    if base is None:
-        config = Config.from_options(options)
-    elif not isinstance(base, Config):
-        raise TypeError("config= must be a rudp.config.Config")
-    else:
-        unknown = set(options) - {f.name for f in fields(Config)}
-        if unknown:
-            raise TypeError(f"unknown rudp option(s): {', '.join(sorted(unknown))}")
-        config = replace(base, **options)
-    return config, DriverOptions(**driver)
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    """Wake every task waiting on one of ``waiters`` (the asyncio wake-up mechanism)."""
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 # --- per-connection state -------------------------------------------------------
@@ -176,67 +83,33 @@ class Connection:
     def __init__(self, protocol: EndpointProtocol, assoc: Association) -> None:
         self._protocol = protocol
         self._assoc = assoc
-        self._inbox: deque[bytes] = deque()
-        self._inbox_bytes = 0
-        # (message id, payload) not yet acknowledged, in send order: the core
-        # acknowledges in send order (MessageAcknowledged), so popleft suffices.
-        self._outstanding: deque[tuple[int, bytes]] = deque()
+        self._ledger = ConnectionLedger()
         self._waiters: list[asyncio.Future[None]] = []
         self._needs_events = 0  # tasks in flush()/close()/handshake: never pause then
-        self._connected = False
-        self._peer_closed = False
         self._local_closed = False
         self._closed_by_server = False  # Server.close() closed it, not the handler
-        self._finished = False
-        self._failure: tuple[type[PeerUnreachable], str, tuple[bytes, ...]] | None = None
 
     # -- driver side -------------------------------------------------------------
 
     def _handle_event(self, event: Event) -> None:
         """Apply one event; the protocol wakes the waiters after the whole batch."""
+        self._ledger.apply(event)
         if isinstance(event, MessageReceived):
-            self._inbox.append(event.data)
-            self._inbox_bytes += len(event.data)
-            if self._inbox_bytes >= self._protocol.options.recv_buffer:
-                self._update_pause()
-        elif isinstance(event, MessageAcknowledged):
-            outstanding = self._outstanding
-            while outstanding and outstanding[0][0] <= event.message_id:
-                outstanding.popleft()
-        elif isinstance(event, Connected):
-            self._connected = True
-        elif isinstance(event, PeerClosed):
-            self._peer_closed = True
-        elif isinstance(event, Closed):
-            self._finished = True
-            self._outstanding.clear()
-        elif isinstance(event, Failed):
-            self._fail(event.reason, event.undelivered)
-
-    def _fail(self, reason: str, undelivered_ids: tuple[int, ...]) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        payloads = dict(self._outstanding)
-        self._outstanding.clear()
-        undelivered = tuple(payloads[i] for i in undelivered_ids if i in payloads)
-        kind = PeerUnreachable if reason.startswith(_UNREACHABLE_PREFIX) else ConnectionFailed
-        self._failure = (kind, reason, undelivered)
+            self._update_pause()
 
     def _update_pause(self) -> None:
-        paused = self._inbox_bytes >= self._protocol.options.recv_buffer and not (
+        protocol = self._protocol
+        paused = self._ledger.full(protocol.recv_buffer, protocol.config.receive_window) and not (
             self._needs_events or self._local_closed
         )
         if paused != self._assoc.paused:
             self._assoc.paused = paused
             if not paused:
-                self._protocol.schedule()
+                protocol.schedule()
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        _release(waiters)
 
     async def _wait(self) -> None:
         """Sleep until the next batch of events for this connection (or socket loss)."""
@@ -254,17 +127,12 @@ class Connection:
             self._needs_events -= 1
             self._update_pause()
 
-    def _error(self) -> PeerUnreachable:
-        # A fresh exception per raise: re-raising one instance chains tracebacks.
-        assert self._failure is not None
-        kind, reason, undelivered = self._failure
-        return kind(reason, undelivered)
-
     async def _wait_connected(self) -> None:
-        while not self._connected:
-            if self._failure is not None:
-                raise self._error()
-            if self._finished:
+        led = self._ledger
+        while not led.connected:
+            if led.failed is not None:
+                raise led.error()
+            if led.terminated:
                 raise ConnectionClosed("connection closed during the handshake")
             await self._wait_for_events()
 
@@ -289,7 +157,7 @@ class Connection:
     @property
     def is_closed(self) -> bool:
         """True once the connection ended, cleanly or not."""
-        return self._finished
+        return self._ledger.terminated
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Queue one message; waits only while the send buffer is full.
@@ -297,7 +165,7 @@ class Connection:
         Returns once the message is queued, not when it is delivered (see
         :meth:`flush`).  Raises ``MessageTooLarge``; ``LocalProtocolError``
         after ``close()``; ``ConnectionClosed`` once the peer has closed;
-        ``PeerUnreachable`` / ``ConnectionFailed`` after a failure.
+        a ``ConnectionFailed`` (``PeerUnreachable``, ...) after a failure.
         """
         # bytes is immutable, so the core and ``undelivered`` share it; anything
         # mutable is copied once, here.
@@ -316,41 +184,42 @@ class Connection:
             self._protocol.watch_send_space(self)
             await self._wait()
         message_id = self._assoc.send(payload)
-        self._outstanding.append((message_id, payload))
+        self._ledger.track(message_id, payload)
         self._protocol.schedule()
 
     def _check_can_send(self) -> None:
-        if self._failure is not None:
-            raise self._error()
+        led = self._ledger
+        if led.failed is not None:
+            raise led.error()
         if self._closed_by_server:
             # Not the handler's mistake: report it like the end of the connection.
             raise ConnectionClosed("the server is closing")
         if self._local_closed:
             raise LocalProtocolError("send() after close()")
-        if self._finished or self._peer_closed:
+        if led.terminated or led.peer_closed:
             raise ConnectionClosed("the peer closed the connection")
 
     async def recv(self) -> bytes:
         """Wait for the next whole message.
 
         Raises ``ConnectionClosed`` once the peer closed gracefully and every
-        message it sent has been returned; ``PeerUnreachable`` (its
-        ``undelivered`` holds our unacknowledged payloads, in send order) or
-        ``ConnectionFailed`` if the connection failed.  Messages that arrived
-        before a failure are returned first.
+        message it sent has been returned; a ``ConnectionFailed``
+        (``PeerUnreachable``, ``ConnectionReset``, ...; its ``undelivered``
+        holds our unacknowledged payloads, in send order) if the connection
+        failed.  Messages that arrived before a failure are returned first.
         """
+        led = self._ledger
         while True:
-            if self._inbox:
-                data = self._inbox.popleft()
-                self._inbox_bytes -= len(data)
+            if led.inbox:
+                data = led.pop()
                 if self._assoc.paused:
                     self._update_pause()
                 return data
-            if self._peer_closed:
+            if led.peer_closed:
                 raise ConnectionClosed("the peer closed the connection")
-            if self._failure is not None:
-                raise self._error()
-            if self._finished:
+            if led.failed is not None:
+                raise led.error()
+            if led.terminated:
                 raise ConnectionClosed("the connection is closed")
             await self._wait()
 
@@ -368,48 +237,48 @@ class Connection:
     async def flush(self) -> None:
         """Wait until the peer has acknowledged every message sent so far.
 
-        Raises ``PeerUnreachable`` / ``ConnectionFailed`` (with the undelivered
-        payloads) if the connection fails first.
+        Raises a ``ConnectionFailed`` (with the undelivered payloads) if the
+        connection fails first.
         """
-        while self._outstanding:
-            if self._failure is not None:
-                raise self._error()
+        led = self._ledger
+        while led.outstanding:
             await self._wait_for_events()
-        if self._failure is not None and self._failure[2]:
-            raise self._error()
+        if led.lost:
+            raise led.error()
 
     async def close(self) -> None:
         """Close gracefully: wait until the peer acknowledged everything and closed too.
 
-        Waits at most ``linger`` seconds, then aborts.  Raises
-        ``PeerUnreachable`` / ``ConnectionFailed`` (with the undelivered
-        payloads) only if some message was not acknowledged; a close that loses
-        nothing returns normally.  Safe to call more than once.
+        Waits at most ``linger`` seconds, then aborts.  Raises a
+        ``ConnectionFailed`` (with the undelivered payloads) only if some
+        message was not acknowledged; a close that loses nothing returns
+        normally.  Safe to call more than once.
         """
-        if not self._finished and not self._local_closed:
+        led = self._ledger
+        if not led.terminated and not self._local_closed:
             self._local_closed = True
             self._assoc.close(self._protocol.loop.time())
             self._update_pause()
             self._protocol.schedule()
         try:
             async with asyncio.timeout(self._protocol.options.linger):
-                while not self._finished:
+                while not led.terminated:
                     await self._wait_for_events()
         except TimeoutError:
             self.abort("close timed out: the peer did not finish closing within linger")
-        if self._failure is not None and self._failure[2]:
-            raise self._error()
+        if led.lost:
+            raise led.error()
 
     def abort(self, reason: str = "aborted by the application") -> None:
         """End the connection at once (the peer gets a RESET); unsent messages are dropped."""
-        if self._finished:
+        if self._ledger.terminated:
             return
         self._local_closed = True
         self._assoc.paused = False
         if not self._assoc.connection.is_closed:
             self._assoc.abort(reason)
         self._protocol.service()  # reads the Failed event and sends the RESET now
-        self._fail(reason, tuple(i for i, _ in self._outstanding))  # if no event came
+        self._ledger.fail(reason, FailureKind.ABORTED)  # if no event came
         self._wake()
 
     async def __aenter__(self) -> Connection:
@@ -421,7 +290,7 @@ class Connection:
         await self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._finished else "open"
+        state = "closed" if self._ledger.terminated else "open"
         return f"<rudp.aio.Connection {state} peer={self._assoc.address!r}>"
 
 
@@ -446,6 +315,8 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         """Protocol configuration of every connection on this endpoint."""
         self.options = options
         """Driver options."""
+        self.recv_buffer = options.recv_buffer_for(config)
+        """Unread bytes per connection before it is paused (``DriverOptions.recv_buffer``)."""
         self.address: Address = sock.getsockname()
         """The bound socket address."""
         self.endpoint = endpoint
@@ -473,16 +344,8 @@ class EndpointProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """Drain the socket, feed the endpoint once, then run a service pass."""
-        batch = [(data, _normalise(addr))]
-        recvfrom = self._sock.recvfrom
-        try:
-            for _ in range(self.options.recv_batch - 1):
-                more, source = recvfrom(_MAX_DATAGRAM)
-                batch.append((more, _normalise(source)))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:  # an ICMP error queued on the socket
-            self.error_received(exc)
+        first = (data, normalise_address(addr))
+        batch = drain(self._sock, self.options.recv_batch - 1, [first], normalise_address)
         self.endpoint.receive_datagrams(batch, self.loop.time())
         self.service()
 
@@ -495,7 +358,8 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self._closing = True
         self._cancel_timer()
         for conn in list(self._connections.values()):
-            conn._fail("socket closed", tuple(i for i, _ in conn._outstanding))
+            # The local program closed the socket under it: an abort, locally.
+            conn._ledger.fail("socket closed", FailureKind.ABORTED)
             conn._wake()
         self._connections.clear()
         self._send_blocked.clear()
@@ -552,13 +416,12 @@ class EndpointProtocol(asyncio.DatagramProtocol):
             if conn is None:
                 if not assoc.established and isinstance(event, Failed | Closed):
                     continue  # a handshake that never completed: nobody to tell
-                conn = assoc.context = Connection(self, assoc)
-                self._connections[assoc] = conn
+                conn = self._adopt(assoc)
             conn._handle_event(event)
             touched[conn] = None
         for conn in touched:
             conn._wake()
-            if conn._finished:
+            if conn._ledger.terminated:
                 self._connections.pop(conn._assoc, None)
                 self._send_blocked.discard(conn)
         if self._send_blocked:
@@ -573,10 +436,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         # Only established connections reach a handler: half-open ones stay in
         # the endpoint's backlog, where a SYN flood can only evict its own kind.
         while (assoc := accept(established_only=True)) is not None:
-            conn: Connection | None = assoc.context
-            if conn is None:
-                conn = assoc.context = Connection(self, assoc)
-                self._connections[assoc] = conn
+            conn: Connection = assoc.context or self._adopt(assoc)
             if self._on_accept is None:
                 conn.abort("not accepting connections")
             else:
@@ -610,10 +470,13 @@ class EndpointProtocol(asyncio.DatagramProtocol):
 
     def open(self, address: Address) -> Connection:
         """Start a client connection to ``address`` on this endpoint."""
-        assoc = self.endpoint.connect(_normalise(address), self.loop.time())
+        conn = self._adopt(self.endpoint.connect(normalise_address(address), self.loop.time()))
+        self.schedule()
+        return conn
+
+    def _adopt(self, assoc: Association) -> Connection:
         conn = assoc.context = Connection(self, assoc)
         self._connections[assoc] = conn
-        self.schedule()
         return conn
 
     def watch_send_space(self, conn: Connection) -> None:
@@ -640,9 +503,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
 
     def _wake_idle(self) -> None:
         waiters, self._idle_waiters = self._idle_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        _release(waiters)
 
     def _check_idle(self) -> None:
         if not self._close_when_idle or self._connections:
@@ -688,33 +549,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         return self._is_idle() or self._lost.done()
 
 
-# --- opening endpoints ------------------------------------------------------------
-
-
-def _normalise(address: Address) -> Address:
-    """One spelling per peer: (host, port), or (host, port, 0, scope_id) for IPv6."""
-    if len(address) == 2:
-        return (address[0], address[1])
-    return (address[0], address[1], 0, address[3])
-
-
-async def resolve(host: str | None, port: int, *, passive: bool = False) -> tuple[int, Address]:
-    """Resolve ``host``/``port`` to (family, socket address), the first result."""
-    loop = asyncio.get_running_loop()
-    flags = socket.AI_PASSIVE if passive else 0
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=flags)
-    family, _, _, _, address = infos[0]
-    return family, _normalise(address)
-
-
-def _default_local(family: int, remote: Address) -> Address:
-    try:
-        loopback = ipaddress.ip_address(remote[0]).is_loopback
-    except ValueError:
-        loopback = False
-    if family == socket.AF_INET6:
-        return ("::1" if loopback else "::", 0)
-    return ("127.0.0.1" if loopback else "0.0.0.0", 0)
+# --- opening an endpoint ------------------------------------------------------------
 
 
 async def open_endpoint(
@@ -734,19 +569,12 @@ async def open_endpoint(
     from rudp.core.endpoint import Endpoint
 
     loop = asyncio.get_running_loop()
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = udp_socket(family, options)
     try:
         if family == socket.AF_INET6:
             # An IPv6 address means IPv6 only; dual-stack would make one peer two addresses.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if options.socket_buffer is not None:
-            # Loopback bursts of a full window overflow the default ~200 KiB
-            # receive buffer; every drop costs a retransmission.  The kernel
-            # caps the value at net.core.rmem_max / wmem_max.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_buffer)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_buffer)
         sock.bind(local)
-        sock.setblocking(False)
         endpoint = Endpoint(config, accepting=server, backlog=options.backlog)
         protocol = EndpointProtocol(
             endpoint, sock, config, options, on_accept=on_accept, close_when_idle=not server
@@ -756,21 +584,3 @@ async def open_endpoint(
         sock.close()
         raise
     return protocol
-
-
-async def open_connection(address: Address, config: Config, options: DriverOptions) -> Connection:
-    """Open a client endpoint on its own socket and complete the handshake."""
-    family, remote = await resolve(address[0], address[1])
-    local = options.local_addr or _default_local(family, remote)
-    protocol = await open_endpoint(family, local, config, options, server=False)
-    conn = protocol.open(remote)
-    try:
-        async with asyncio.timeout(options.timeout):
-            await conn._wait_connected()
-    except TimeoutError:
-        conn.abort("handshake timed out")
-        raise Timeout(f"no handshake with {address!r} within {options.timeout} s") from None
-    except BaseException:
-        conn.abort("connect() failed or was cancelled")
-        raise
-    return conn

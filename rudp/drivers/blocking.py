@@ -7,12 +7,12 @@ One ``Engine`` owns one UDP socket and one ``rudp.core.endpoint.Endpoint``.  A
 background *I/O thread* waits in ``select`` on the socket and on a wake-up
 socketpair, with the endpoint's earliest timer as its timeout.  On every wake-up
 it drains the socket (non-blocking ``recvfrom`` until ``BlockingIOError``, at
-most ``RECV_BATCH`` datagrams), feeds the batch to the endpoint, fires due
-timers, sends every queued datagram and sorts events into per-connection
-``Channel`` objects.
+most ``recv_batch`` datagrams), feeds the batch to the endpoint, fires due
+timers, sends every queued datagram and folds events into per-association
+``ConnectionLedger`` objects (``rudp.drivers._common``, shared with asyncio).
 
 User threads never touch the socket for reading.  They take ``engine.cond`` (a
-``threading.Condition``; its lock guards the endpoint and every channel), mutate
+``threading.Condition``; its lock guards the endpoint and every ledger), mutate
 the endpoint through its associations, call ``pump()`` to push the resulting
 datagrams out at once (no thread hop on the send path), and wait on the
 condition; the I/O thread ``notify_all()``s after each round.  ``pump`` wakes
@@ -20,10 +20,14 @@ the I/O thread only when the earliest timer moved before the deadline it is
 sleeping towards.  Any number of threads may wait at once, so one thread can
 read while another writes.
 
-Back-pressure: a channel holding ``recv_limit`` unread messages or
-``recv_buffer`` unread bytes is *paused*
-(the endpoint stops taking its events, so the core counts them against the
-receive window and the peer slows down); reading below the limit resumes it.
+Back-pressure: an association holding ``receive_window`` unread messages or
+``recv_buffer`` unread bytes is *paused* (the endpoint stops taking its
+events, so the core counts them against the receive window and the peer slows
+down); reading below the limits resumes it.
+
+The helpers at the top (``has_room``, ``acknowledged``, ``close_complete``,
+``register_for_exit``) are the blocking semantics both faces share: when a
+send may proceed, when a flush or a lingering close is done, closing at exit.
 
 OS errors: ICMP-induced ``ConnectionRefusedError`` and other transient send or
 receive errors are ignored -- they are loss as far as the protocol is concerned,
@@ -32,81 +36,91 @@ and the retransmission machinery (or the give-up budget) deals with them.
 
 from __future__ import annotations
 
-import collections
+import atexit
 import contextlib
 import selectors
 import socket as _socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
+from rudp.drivers._common import ConnectionLedger, DriverOptions, close_done, drain, udp_socket
 from rudp.errors import Timeout
-from rudp.events import Closed, Connected, Failed, MessageAcknowledged, MessageReceived, PeerClosed
+from rudp.events import MessageReceived
 
-__all__ = ["RECV_BATCH", "Channel", "Engine"]
-
-RECV_BATCH = 512
-"""Most datagrams read per wake-up, so timers and senders are not starved by a flood."""
-
-_SOCKET_BUFFER = 4 * 1024 * 1024
-"""Requested SO_RCVBUF / SO_SNDBUF: a full window of 1400-byte datagrams is ~1.4 MB,
-and loopback drops rather than blocks when the buffer is full."""
-
-
-class Channel:
-    """Driver-side state of one association (``assoc.context``)."""
-
-    __slots__ = (
-        "connected",
-        "failure",
-        "inbox",
-        "inbox_bytes",
-        "payloads",
-        "peer_closed",
-        "terminated",
-        "undelivered",
-    )
-
-    def __init__(self) -> None:
-        self.inbox: collections.deque[bytes] = collections.deque()
-        """Messages received and not yet read, in order (take them with ``pop``)."""
-        self.inbox_bytes = 0
-        """Total size of the messages in ``inbox``."""
-        self.payloads: dict[int, bytes] = {}
-        """Message id -> payload until acknowledged (for ``PeerUnreachable.undelivered``)."""
-        self.connected = False
-        """The handshake completed."""
-        self.peer_closed = False
-        """The peer closed gracefully (every message it sent is in ``inbox`` or was read)."""
-        self.terminated = False
-        """``Closed`` or ``Failed`` was seen."""
-        self.failure: Failed | None = None
-        """The ``Failed`` event, if the connection failed."""
-        self.undelivered: tuple[bytes, ...] = ()
-        """Payloads of ``failure.undelivered``, in send order."""
-
-    def pop(self) -> bytes:
-        """Take the oldest unread message."""
-        message = self.inbox.popleft()
-        self.inbox_bytes -= len(message)
-        return message
-
-    @property
-    def lost_messages(self) -> bool:
-        """The connection failed with messages the peer never acknowledged."""
-        return self.failure is not None and bool(self.failure.undelivered)
+__all__ = [
+    "Engine",
+    "acknowledged",
+    "close_complete",
+    "has_room",
+    "ledger",
+    "register_for_exit",
+]
 
 
-def channel(assoc: Association) -> Channel:
-    """The channel of an association, created on first use."""
-    ch = assoc.context
-    if ch is None:
-        ch = assoc.context = Channel()
-    assert isinstance(ch, Channel)
-    return ch
+def ledger(assoc: Association) -> ConnectionLedger:
+    """The ledger of an association (``assoc.context``), created on first use."""
+    led = assoc.context
+    if led is None:
+        led = assoc.context = ConnectionLedger()
+    assert isinstance(led, ConnectionLedger)
+    return led
+
+
+def has_room(assoc: Association, size: int, limit: int) -> bool:
+    """A message of ``size`` bytes may be queued under the ``send_buffer`` ``limit``.
+
+    One message larger than the limit is accepted when nothing is queued (it
+    could never be sent otherwise); an ended association has room, so the
+    caller wakes up and reports the end.
+    """
+    queued: int = assoc.connection.send_queue_bytes
+    return queued == 0 or queued + size <= limit or ledger(assoc).terminated
+
+
+def acknowledged(assoc: Association) -> bool:
+    """Nothing sent on the association waits for an acknowledgement (``flush``)."""
+    led = ledger(assoc)
+    if led.terminated or assoc.connection.send_queue_bytes:
+        return led.terminated
+    # A paused association's acknowledgements wait behind unread messages:
+    # trust the core's byte count then (it misses only empty messages).
+    return not led.outstanding or assoc.paused
+
+
+def close_complete(assoc: Association) -> bool:
+    """A lingering ``close()`` may stop waiting: our FIN is acknowledged, or the end came."""
+    return ledger(assoc).terminated or close_done(assoc)
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+_open: weakref.WeakSet[_Closeable] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Give what the program never closed its graceful close (and linger).
+
+    A UDP program may exit right after its last ``sendto``; the kernel would
+    still transmit that datagram, so a drop-in must still deliver the message.
+    """
+    for item in list(_open):
+        item.close()
+
+
+def register_for_exit(item: _Closeable, register: bool = True) -> None:
+    """Close ``item`` at interpreter exit unless it is closed first (``register=False``)."""
+    if register:
+        _open.add(item)
+    else:
+        _open.discard(item)
 
 
 class Engine:
@@ -120,40 +134,31 @@ class Engine:
         self,
         family: int,
         config: Config,
+        options: DriverOptions,
         *,
         accepting: bool = False,
-        backlog: int = 128,
-        recv_limit: int | None = None,
-        recv_buffer: int | None = None,
         on_event: Callable[[Association, Any], None] | None = None,
     ) -> None:
         self.family = family
         self.config = config
-        self.recv_limit = recv_limit if recv_limit is not None else config.receive_window
-        """Unread messages per channel before it is paused (back-pressure)."""
-        self.recv_buffer = (
-            recv_buffer
-            if recv_buffer is not None
-            else config.receive_window * config.max_datagram_size
-        )
-        """Unread bytes per channel before it is paused: about one receive window, so
-        the driver adds at most as much buffering as the core's window allows."""
-        self.sock = _socket.socket(family, _socket.SOCK_DGRAM)
+        self.options = options
+        """The driver options (``send_buffer``, ``linger``, ... for the faces)."""
+        self.recv_limit = config.receive_window
+        """Unread messages per association before it is paused (back-pressure)."""
+        self.recv_buffer = options.recv_buffer_for(config)
+        """Unread bytes per association before it is paused."""
+        self.sock = udp_socket(family, options)
         try:
-            self.sock.setblocking(False)
-            for option in (_socket.SO_RCVBUF, _socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):  # capped by the OS; best effort
-                    self.sock.setsockopt(_socket.SOL_SOCKET, option, _SOCKET_BUFFER)
             self._wake_r, self._wake_w = _socket.socketpair()
         except BaseException:
             self.sock.close()
             raise
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.endpoint = Endpoint(config, accepting=accepting, backlog=backlog)
+        self.endpoint = Endpoint(config, accepting=accepting, backlog=options.backlog)
         self.cond = threading.Condition(threading.Lock())
         self.on_event = on_event
-        """Called (cond held) for every event after the channel is updated."""
+        """Called (cond held) for every event after the ledger is updated."""
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._closed = False
@@ -227,9 +232,8 @@ class Engine:
                 self.cond.wait(remaining)
 
     def resume(self, assoc: Association) -> None:
-        """Un-pause a channel whose inbox fell below the limit, and take its events."""
-        ch = channel(assoc)
-        if assoc.paused and len(ch.inbox) < self.recv_limit and ch.inbox_bytes < self.recv_buffer:
+        """Un-pause an association whose inbox fell below the limits, and take its events."""
+        if assoc.paused and not ledger(assoc).full(self.recv_buffer, self.recv_limit):
             assoc.paused = False
             self.pump()
 
@@ -262,7 +266,7 @@ class Engine:
                     if self._stopping:
                         return
                     self._drain_wake()
-                    batch = self._recv_batch()
+                    batch = drain(self.sock, self.options.recv_batch, [])
                     now = time.monotonic()
                     if batch:
                         self.endpoint.receive_datagrams(batch, now)
@@ -282,21 +286,6 @@ class Engine:
             while self._wake_r.recv(4096):
                 pass
 
-    def _recv_batch(self) -> list[tuple[bytes, Any]]:
-        batch: list[tuple[bytes, Any]] = []
-        recvfrom = self.sock.recvfrom
-        for _ in range(RECV_BATCH):
-            try:
-                data, address = recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                # ConnectionRefusedError and friends: an ICMP error for some
-                # earlier datagram.  Loss, as far as the protocol cares.
-                continue
-            batch.append((data, address))
-        return batch
-
     def _send(self, datagrams: list[tuple[bytes, Any]]) -> None:
         sendto = self.sock.sendto
         for data, address in datagrams:
@@ -309,32 +298,14 @@ class Engine:
 
     def _dispatch_events(self) -> None:
         endpoint = self.endpoint
-        limit = self.recv_limit
         byte_limit = self.recv_buffer
+        limit = self.recv_limit
         on_event = self.on_event
         while (item := endpoint.next_event()) is not None:
             assoc, event = item
-            ch = channel(assoc)
-            if isinstance(event, MessageReceived):
-                ch.inbox.append(event.data)
-                ch.inbox_bytes += len(event.data)
-                if len(ch.inbox) >= limit or ch.inbox_bytes >= byte_limit:
-                    assoc.paused = True
-            elif isinstance(event, MessageAcknowledged):
-                ch.payloads.pop(event.message_id, None)
-            elif isinstance(event, Connected):
-                ch.connected = True
-            elif isinstance(event, PeerClosed):
-                ch.peer_closed = True
-            elif isinstance(event, Closed):
-                ch.terminated = True
-                ch.payloads.clear()
-            elif isinstance(event, Failed):
-                ch.terminated = True
-                ch.failure = event
-                ch.undelivered = tuple(
-                    ch.payloads[i] for i in event.undelivered if i in ch.payloads
-                )
-                ch.payloads.clear()
+            led = ledger(assoc)
+            led.apply(event)
+            if isinstance(event, MessageReceived) and led.full(byte_limit, limit):
+                assoc.paused = True
             if on_event is not None:
                 on_event(assoc, event)

@@ -1,0 +1,186 @@
+"""rudp.drivers._common: one options parser, one event fold, the close_done helper.
+
+Pure unit tests (no sockets), except the last ones, which check that every
+public face really runs on the one set of defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import rudp
+import rudp.aio
+from rudp.config import Config
+from rudp.core.state import ConnectionState
+from rudp.drivers import DriverOptions, split_options
+from rudp.drivers._common import ConnectionLedger, close_done, default_local_address
+from rudp.errors import ConnectionAborted, PeerUnreachable
+from rudp.events import (
+    Closed,
+    Connected,
+    Failed,
+    FailureKind,
+    MessageAcknowledged,
+    MessageReceived,
+    PeerClosed,
+)
+
+# --- options ------------------------------------------------------------------------
+
+
+def test_split_options_sorts_names_into_config_and_driver_options() -> None:
+    config, options = split_options({"peer_timeout": 3.0, "linger": 1.0, "recv_batch": 64})
+    assert config == Config(peer_timeout=3.0)
+    assert options == DriverOptions(linger=1.0, recv_batch=64)
+    assert split_options({}) == (Config(), DriverOptions())
+
+
+def test_split_options_takes_a_whole_config_and_overrides_its_fields() -> None:
+    base = Config(peer_timeout=3.0, initial_window=4)
+    config, _ = split_options({"config": base, "initial_window": 8})
+    assert config == Config(peer_timeout=3.0, initial_window=8)
+    with pytest.raises(TypeError, match="Config"):
+        split_options({"config": {"peer_timeout": 3.0}})
+
+
+def test_split_options_rejects_unknown_and_refused_names() -> None:
+    with pytest.raises(TypeError, match=r"unknown rudp option.*bogus"):
+        split_options({"bogus": 1, "linger": 1.0})
+    with pytest.raises(TypeError, match="not supported here: timeout"):
+        split_options({"timeout": 1.0}, reject=("timeout", "local_addr"))
+    assert split_options({"linger": 0.0}, reject=("timeout",))[1].linger == 0.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"send_buffer": 0},
+        {"recv_buffer": 0},
+        {"linger": -1.0},
+        {"timeout": 0.0},
+        {"backlog": 0},
+        {"recv_batch": 0},
+        {"socket_buffer": 0},
+    ],
+    ids=lambda d: next(iter(d)),
+)
+def test_driver_options_are_validated(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        split_options(bad)
+
+
+def test_recv_buffer_defaults_to_one_receive_window() -> None:
+    config = Config(receive_window=100, max_datagram_size=1000)
+    assert DriverOptions().recv_buffer_for(config) == 100_000
+    assert DriverOptions(recv_buffer=5).recv_buffer_for(config) == 5
+
+
+def test_default_local_address_follows_the_peer() -> None:
+    import socket
+
+    assert default_local_address(socket.AF_INET, ("127.0.0.1", 9)) == ("127.0.0.1", 0)
+    assert default_local_address(socket.AF_INET, ("192.0.2.1", 9)) == ("0.0.0.0", 0)
+    assert default_local_address(socket.AF_INET6, ("::1", 9, 0, 0)) == ("::1", 0)
+    assert default_local_address(socket.AF_INET, ("example.invalid", 9)) == ("0.0.0.0", 0)
+
+
+# --- the event fold -----------------------------------------------------------------------
+
+
+def test_ledger_folds_messages_acks_and_a_clean_end() -> None:
+    led = ConnectionLedger()
+    for i, payload in enumerate((b"a", b"bb", b"ccc")):
+        led.track(i, payload)
+    for event in (
+        Connected(),
+        MessageReceived(b"x"),
+        MessageReceived(b"yz"),
+        MessageAcknowledged(1),
+    ):
+        led.apply(event)
+    assert led.connected and not led.terminated
+    assert led.unacknowledged() == (b"ccc",)  # acks are cumulative, in send order
+    assert (len(led.inbox), led.inbox_bytes) == (2, 3)
+    assert led.full(3, 100) and led.full(100, 2) and not led.full(4, 3)
+    assert led.pop() == b"x" and led.inbox_bytes == 2
+    led.apply(PeerClosed())
+    led.apply(Closed())
+    assert led.peer_closed and led.terminated and led.failed is None and not led.lost
+    assert led.unacknowledged() == () and list(led.inbox) == [b"yz"]
+
+
+def test_ledger_failure_hands_back_the_undelivered_payloads_in_order() -> None:
+    led = ConnectionLedger()
+    for i in range(4):
+        led.track(i, b"m%d" % i)
+    led.apply(MessageAcknowledged(0))
+    led.apply(Failed("peer unreachable: silence", (1, 2, 3), FailureKind.UNREACHABLE))
+    assert led.terminated and led.lost
+    assert led.undelivered == led.unacknowledged() == (b"m1", b"m2", b"m3")
+    error = led.error(address=("h", 1))
+    assert type(error) is PeerUnreachable and error.undelivered == (b"m1", b"m2", b"m3")
+    assert error.address == ("h", 1) and led.error() is not error
+    # the first terminal event wins
+    led.apply(Failed("later", (), FailureKind.ABORTED))
+    led.apply(Closed())
+    assert led.failed is not None and led.failed.kind is FailureKind.UNREACHABLE
+
+
+def test_ledger_fail_without_an_event_lists_what_was_outstanding() -> None:
+    led = ConnectionLedger()
+    led.track(7, b"queued")
+    led.fail("socket closed", FailureKind.ABORTED)
+    assert led.undelivered == (b"queued",)
+    assert type(led.error()) is ConnectionAborted
+    clean = ConnectionLedger()
+    clean.apply(Closed())
+    clean.fail("socket closed", FailureKind.ABORTED)  # already over: no failure
+    assert clean.failed is None
+
+
+def test_close_done_reads_the_core_property_and_falls_back_to_the_state() -> None:
+    def assoc(**connection: Any) -> Any:
+        return SimpleNamespace(connection=SimpleNamespace(**connection))
+
+    assert close_done(assoc(close_done=True, state=ConnectionState.ESTABLISHED))
+    assert not close_done(assoc(close_done=False, state=ConnectionState.CLOSED))
+    # until core exposes close_done: computed from the state
+    for state in ConnectionState:
+        expected = state.name in ("FIN_WAIT", "TIME_WAIT", "CLOSED", "FAILED")
+        assert close_done(assoc(state=state)) is expected, state
+
+
+# --- one set of defaults for every face ----------------------------------------------------
+
+
+def test_every_face_runs_on_the_same_defaults() -> None:
+    with rudp.socket() as sock:
+        assert sock._engine.options == DriverOptions()
+        assert (sock.linger, sock.send_buffer) == (5.0, 4 * 1024 * 1024)
+    with rudp.listen(("127.0.0.1", 0)) as listener:
+        assert listener._engine.options == DriverOptions()
+        with rudp.connect(listener.address) as client, listener.accept(timeout=10) as server:
+            assert client._engine.options == DriverOptions()
+            assert client.linger == server.linger == DriverOptions().linger
+
+    async def main() -> None:
+        async with await rudp.aio.serve(_idle, "127.0.0.1", 0) as server:
+            assert server._protocol is not None
+            assert server._protocol.options == DriverOptions()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+async def _idle(conn: rudp.aio.Connection) -> None:
+    await conn.close()
+
+
+def test_socket_and_listener_refuse_client_only_options() -> None:
+    with pytest.raises(TypeError, match="timeout"):
+        rudp.socket(timeout=1.0)
+    with pytest.raises(TypeError, match="local_addr"):
+        rudp.listen(("127.0.0.1", 0), local_addr=("127.0.0.1", 0))
