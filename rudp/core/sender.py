@@ -250,7 +250,7 @@ class Sender:
             record.transmission = transmissions
             send_order.append((transmissions, seq))
             transmissions += 1
-            on_sent(now)
+            on_sent(now, self.in_flight + len(out) + 1)
             out.append((seq, record.payload, record.fragments_left, record.is_fin, True))
             budget -= 1
         retransmitted = len(out)
@@ -283,7 +283,7 @@ class Sender:
                 sent[seq] = _Sent(payload, fragments_left, False, now, transmissions)
                 send_order.append((transmissions, seq))
                 transmissions += 1
-                on_sent(now)
+                on_sent(now, self.in_flight + len(out) + 1)
                 out.append((seq, payload, fragments_left, False, False))
                 seq += 1
             self._offset = offset
@@ -293,7 +293,7 @@ class Sender:
             sent[seq] = _Sent(b"", 0, True, now, transmissions)
             send_order.append((transmissions, seq))
             transmissions += 1
-            on_sent(now)
+            on_sent(now, self.in_flight + len(out) + 1)
             out.append((seq, b"", 0, True, False))
             seq += 1
         self.snd_nxt = seq
@@ -453,7 +453,7 @@ class Sender:
             # Karn's rule (RFC 6298 section 3): only packets sent once give samples.
             if not newest.retransmitted:
                 self.rtt.on_sample(now - newest.sent_time)
-            self.cc.on_packets_acked(now, acked, newest.sent_time)
+            self.cc.on_ack(now, acked, newest.sent_time, self.in_flight, self.rtt.srtt, None, None)
         if largest > self.largest_acked:
             self.largest_acked = largest
         if largest_transmission > self._largest_acked_transmission:
@@ -518,7 +518,7 @@ class Sender:
         if lost:
             self.in_flight -= lost
             self.fast_retransmits += lost
-            self.cc.on_packets_lost(now, newest_lost_time)
+            self.cc.on_packets_lost(now, lost, newest_lost_time, self.in_flight)
 
     # --- the retransmission timer -------------------------------------------------------
 
@@ -553,7 +553,7 @@ class Sender:
         self._probe_due = False
         self._probe_armed_since_ack = False
         self.in_flight = 0
-        self.cc.on_rto(now)
+        self.cc.on_persistent_congestion(now)
         self._probes = 2
         self.rto_deadline = now + self.rtt.rto if self.outstanding else None
         return RETRY
