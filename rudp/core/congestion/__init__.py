@@ -1,6 +1,6 @@
 """Pluggable congestion control: an ABC, a registry by name, and the algorithms.
 
-"newreno" (RFC 5681/6582) and "fixed" (no control).
+"newreno" (RFC 5681/6582), "cubic" (RFC 9438) and "fixed" (no control).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from rudp.core.congestion.base import (
     create,
     register,
 )
+from rudp.core.congestion.cubic import Cubic
 from rudp.core.congestion.fixed import Fixed
 from rudp.core.congestion.newreno import NewReno
 
@@ -20,6 +21,7 @@ __all__ = [
     "MIN_WINDOW",
     "REGISTRY",
     "CongestionController",
+    "Cubic",
     "Fixed",
     "NewReno",
     "RateSample",
