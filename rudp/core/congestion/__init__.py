@@ -1,6 +1,7 @@
 """Pluggable congestion control: an ABC, a registry by name, and the algorithms.
 
-"newreno" (RFC 5681/6582), "cubic" (RFC 9438) and "fixed" (no control).
+"newreno" (RFC 5681/6582), "cubic" (RFC 9438) and "fixed" (no control), and the
+delivery-rate estimator rate-based controllers sample the path with.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rudp.core.congestion.base import (
     register,
 )
 from rudp.core.congestion.cubic import Cubic
+from rudp.core.congestion.delivery_rate import DeliveryRateEstimator, RateStamp
 from rudp.core.congestion.fixed import Fixed
 from rudp.core.congestion.newreno import NewReno
 
@@ -22,9 +24,11 @@ __all__ = [
     "REGISTRY",
     "CongestionController",
     "Cubic",
+    "DeliveryRateEstimator",
     "Fixed",
     "NewReno",
     "RateSample",
+    "RateStamp",
     "create",
     "register",
 ]
