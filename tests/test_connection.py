@@ -810,7 +810,7 @@ def test_sack_blocks_are_limited_to_what_fits_and_lowest_first() -> None:
     c, s = pair.client, pair.server
     limit = (128 - wire.OVERHEAD) // wire.SACK_SIZE
     assert limit < 30
-    c._sender.cc._cwnd = 100  # type: ignore[attr-defined]  # send 60 packets at once
+    c._sender.cc._window = 100.0  # type: ignore[attr-defined]  # send 60 packets at once
     for i in range(60):
         c.send(bytes([i]))
     batch = c.datagrams_to_send(pair.now)

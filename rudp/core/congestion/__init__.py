@@ -1,9 +1,34 @@
-"""Pluggable congestion control: an ABC, a registry by name, NewReno and a fixed window."""
+"""Pluggable congestion control: an ABC, a registry by name, and the algorithms.
+
+"newreno" (RFC 5681/6582), "cubic" (RFC 9438) and "fixed" (no control), and the
+delivery-rate estimator rate-based controllers sample the path with.
+"""
 
 from __future__ import annotations
 
-from rudp.core.congestion.base import REGISTRY, CongestionController, create, register
+from rudp.core.congestion.base import (
+    MIN_WINDOW,
+    REGISTRY,
+    CongestionController,
+    RateSample,
+    create,
+    register,
+)
+from rudp.core.congestion.cubic import Cubic
+from rudp.core.congestion.delivery_rate import DeliveryRateEstimator, RateStamp
 from rudp.core.congestion.fixed import Fixed
 from rudp.core.congestion.newreno import NewReno
 
-__all__ = ["REGISTRY", "CongestionController", "Fixed", "NewReno", "create", "register"]
+__all__ = [
+    "MIN_WINDOW",
+    "REGISTRY",
+    "CongestionController",
+    "Cubic",
+    "DeliveryRateEstimator",
+    "Fixed",
+    "NewReno",
+    "RateSample",
+    "RateStamp",
+    "create",
+    "register",
+]

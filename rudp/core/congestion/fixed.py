@@ -7,12 +7,12 @@ protocol machinery itself).  Flow control (the peer's window) still applies.
 from __future__ import annotations
 
 from rudp.config import Config
-from rudp.core.congestion.base import CongestionController, register
+from rudp.core.congestion.base import CongestionController, RateSample, register
 
 
 @register
 class Fixed(CongestionController):
-    """A constant window of ``max_send_window`` packets; every hook is a no-op."""
+    """A constant window of ``max_send_window`` packets, no pacing; every hook is a no-op."""
 
     name = "fixed"
 
@@ -32,14 +32,33 @@ class Fixed(CongestionController):
         """Always infinite."""
         return float("inf")
 
-    def on_packet_sent(self, now: float) -> None:
+    @property
+    def pacing_rate(self) -> float | None:
+        """Always ``None``: send as fast as the windows allow."""
+        return None
+
+    def on_packet_sent(self, now: float, in_flight: int) -> None:
         """Ignored."""
 
-    def on_packets_acked(self, now: float, count: int, newest_sent_time: float) -> None:
+    def on_ack(
+        self,
+        now: float,
+        acked: int,
+        newest_acked_sent_time: float,
+        in_flight: int,
+        srtt: float | None,
+        min_rtt: float | None,
+        sample: RateSample | None,
+    ) -> None:
         """Ignored."""
 
-    def on_packets_lost(self, now: float, newest_lost_sent_time: float) -> None:
+    def on_packets_lost(
+        self, now: float, lost: int, newest_lost_sent_time: float, in_flight: int
+    ) -> None:
         """Ignored."""
 
-    def on_rto(self, now: float) -> None:
+    def on_persistent_congestion(self, now: float) -> None:
+        """Ignored."""
+
+    def on_spurious_loss(self, now: float) -> None:
         """Ignored."""
