@@ -74,7 +74,8 @@ class Config:
     # --- congestion control ------------------------------------------------
     congestion_control: str = "newreno"
     """Name in ``rudp.core.congestion.REGISTRY``: "newreno" (RFC 5681/6582), "cubic"
-    (RFC 9438) or "fixed" (a constant ``max_send_window``, no congestion control)."""
+    (RFC 9438), "bbr" (BBR's bandwidth and RTT model; random loss is not taken for
+    congestion) or "fixed" (a constant ``max_send_window``, no congestion control)."""
 
     initial_window: int = 10
     """Initial congestion window in packets (RFC 6928)."""

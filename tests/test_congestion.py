@@ -10,6 +10,7 @@ from rudp.config import Config
 from rudp.core.congestion import (
     MIN_WINDOW,
     REGISTRY,
+    Bbr,
     CongestionController,
     Cubic,
     Fixed,
@@ -42,9 +43,11 @@ def test_registry_by_name() -> None:
     assert REGISTRY["newreno"] is NewReno
     assert REGISTRY["fixed"] is Fixed
     assert REGISTRY["cubic"] is Cubic
+    assert REGISTRY["bbr"] is Bbr
     assert isinstance(create(Config()), NewReno)
     assert isinstance(create(Config(congestion_control="fixed")), Fixed)
     assert isinstance(create(Config(congestion_control="cubic")), Cubic)
+    assert isinstance(create(Config(congestion_control="bbr")), Bbr)
     with pytest.raises(ValueError, match="unknown congestion control"):
         create(Config(congestion_control="vegas"))
     assert all(issubclass(cls, CongestionController) for cls in REGISTRY.values())

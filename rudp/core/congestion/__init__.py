@@ -1,7 +1,8 @@
 """Pluggable congestion control: an ABC, a registry by name, and the algorithms.
 
-"newreno" (RFC 5681/6582), "cubic" (RFC 9438) and "fixed" (no control), and the
-delivery-rate estimator rate-based controllers sample the path with.
+"newreno" (RFC 5681/6582), "cubic" (RFC 9438), "bbr" (BBRv1's model with a
+loss rule that tells random loss from congestion) and "fixed" (no control), and
+the delivery-rate estimator rate-based controllers sample the path with.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rudp.core.congestion.base import (
     create,
     register,
 )
+from rudp.core.congestion.bbr import Bbr
 from rudp.core.congestion.cubic import Cubic
 from rudp.core.congestion.delivery_rate import DeliveryRateEstimator, RateStamp
 from rudp.core.congestion.fixed import Fixed
@@ -22,6 +24,7 @@ from rudp.core.congestion.newreno import NewReno
 __all__ = [
     "MIN_WINDOW",
     "REGISTRY",
+    "Bbr",
     "CongestionController",
     "Cubic",
     "DeliveryRateEstimator",

@@ -1,0 +1,569 @@
+"""BBR congestion control: a model of the path, not a reaction to every loss.
+
+BBR (draft-cardwell-iccrg-bbr-congestion-control) estimates the bottleneck
+bandwidth (``max_bw``, a windowed max of delivery-rate samples) and the
+propagation RTT (``min_rtt``, a windowed min), paces at a gain times
+``max_bw`` and bounds the flight at a gain times their product, the BDP.  The
+state machine is BBRv1's ("v1 section" below: draft -00; 4.3: Startup, Drain, ProbeBW,
+ProbeRTT); from BBRv2 (drafts -01/-02) come ``inflight_hi``, the bound learnt
+from congestion, its growth while probing, and ProbeRTT's half-BDP flight.
+Units: packets, packets per second, seconds.
+
+The loss rule, judged once per round trip (rounds counted with
+``prior_delivered``, v1 section 4.1.1.3):
+
+* Loss is **congestion** when (a) the round's *smallest* RTT sample stayed
+  above ``min_rtt`` by more than ``max(min_rtt / 4, 1 ms)``: the queue never
+  drained all round, so drops there are tail drops.  Our own probe (1.25 for
+  one min_rtt) builds at most a quarter BDP that the 0.75 phase drains, and
+  jitter lifts single samples, not a round's minimum; a competing flow's (or
+  two BBR flows') standing queue lifts it.  1 ms is a quarter of the
+  smallest RTT targeted (2 ms).  Or (b) the loss fraction ``lost / (lost +
+  delivered)``, over whole rounds pooled to at least 100 packets, exceeds 30%
+  by two binomial standard deviations (40 of 100): a policer or overload
+  whatever the delay.  At 20% random loss a false alarm has probability
+  4e-6 per block, at 25% 7e-4 (40-packet blocks gave 3e-4 at 20%: one
+  false cut in 30 s in the test model, each one capping the flow for seconds).
+* Congestion sets ``inflight_hi = max(MIN_WINDOW, 0.7 * inflight at loss)``
+  (BBRv2's beta), at least one BDP when it ends Startup (to Drain; with random
+  loss it is Startup's own queue that made the loss count), and ends a ProbeBW
+  up phase.  ``inflight_hi`` grows back in up phases while it limits the
+  flight, by 1, 2, 4, ... packets per round (BBRv2's ProbeBW_UP slope), the
+  exponent kept across cycles (v1's up phase lasts a round) until the next cut.
+* Any other loss is random and changes nothing: not the model, the window or
+  Startup.  (BBRv2 calls over 2% "inflight too high" and starves at 5-20%
+  random loss; BBRv1 ignores loss and never yields in a shallow buffer.)
+* Deviation, probe compensation: only ``1 - p`` of what is sent reaches the
+  bottleneck, so at 20% loss a 1.25 probe offers it exactly ``max_bw`` and can
+  never find more (measured: the estimate drifted to 0.82 of the link).  The
+  up phase's gain is divided by ``1 - random_loss``, the loss fraction of
+  rounds whose *largest* RTT saw no queue (within ``max(min_rtt / 10, 1 ms)``);
+  rounds with some queue are left out so tail drops in a buffer too shallow
+  for (a) cannot pass for random loss and feed the probe.
+
+Other choices:
+
+* Pacing before any sample: ``2/ln2 * initial_window / (srtt or 1 ms)`` (the
+  draft's BBRInitPacingRate, re-initialised at the first srtt as Linux does).
+  1 ms sends the initial window as the burst RFC 6928 allows anyway; 100 ms
+  would hold a LAN transfer's first flight back for no safety gain.
+* ProbeRTT: ``max(4, BDP / 2)`` packets (BBRv2) rather than v1's 4, for
+  max(200 ms, one round), after 10 s without a strictly lower RTT (Linux's
+  ``<``; the draft's ``<=`` never expires on a steady path).  Any flight under
+  a BDP drains one flow's queue; the 4-packet dip costs 4-6% at 200 ms.
+* ProbeBW starts deterministically in phase 2 (the first 1.0): no randomness
+  in the core, and flows' different start times desynchronise their cycles.
+* ``cwnd = 2 * BDP + 2`` (a two-packet quantum: the receiver acks every other
+  packet), at least 4 (BBRMinPipeCwnd), capped by ``inflight_hi``, ProbeRTT
+  and persistent congestion, never below ``MIN_WINDOW``.
+* Persistent congestion: ``MIN_WINDOW`` until a round has passed since, then
+  straight back to the model (v1 restores ``prior_cwnd`` after an RTO).  A
+  spurious loss undoes an ``inflight_hi`` cut of this or the previous round and
+  lifts that clamp.
+* ``sample=None`` (a sender without a ``DeliveryRateEstimator``): samples come
+  from ``HookSampler``; RTTs below the sender's ``min_rtt`` (without one, half
+  of srtt) are left out of the model, as a retransmission's ack may be the
+  original's (Karn).  The first real sample turns this off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from enum import Enum
+
+from rudp.config import Config
+from rudp.core.congestion.base import MIN_WINDOW, CongestionController, RateSample, register
+from rudp.core.congestion.delivery_rate import TIME_EPSILON, HookSampler
+
+STARTUP_GAIN = 2 / math.log(2)
+"""v1 section 4.3.2.1 BBRHighGain: the smallest gain that doubles the delivery rate per round."""
+DRAIN_GAIN = 1 / STARTUP_GAIN
+"""v1 section 4.3.3: drains in one round the queue Startup built."""
+CWND_GAIN = 2.0
+"""v1 section 4.3.4: twice the BDP absorbs delayed and aggregated acks."""
+GAIN_CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+"""v1 section 4.3.4.3: probe up for one min_rtt, drain what that built, cruise six."""
+PROBE_BW_START_PHASE = 2
+
+BW_WINDOW_ROUNDS = 10
+"""v1 (draft -00) section 4.1.1.2 BtlBwFilterLen: the max filter spans 10 round trips."""
+MIN_RTT_WINDOW = 10.0
+"""v1 section 4.1.2.2 RTpropFilterLen: min_rtt expires after 10 s without a new minimum."""
+PROBE_RTT_DURATION = 0.2
+"""v1 section 4.3.5: at least 200 ms (and one round) at the low flight."""
+PROBE_RTT_CWND_GAIN = 0.5
+"""BBRv2 (drafts -01/-02) BBRProbeRTTCwndGain: half a BDP in ProbeRTT."""
+MIN_PIPE_CWND = 4
+"""v1 section 4.2.3.3 BBRMinPipeCwnd: keeps an ack clock with an ack every second packet."""
+QUANTUM = 2
+"""Packets added to the cwnd target: the receiver holds back every other ack."""
+
+FULL_BW_GROWTH = 1.25
+"""v1 section 4.3.2.2: the pipe is full when bandwidth grows less than 25%..."""
+FULL_BW_ROUNDS = 3
+"""...over three non-app-limited rounds."""
+
+BETA = 0.7
+"""BBRv2 BBRBeta: inflight_hi after congestion, as a fraction of the flight at loss."""
+LOSS_TOLERANCE = 0.30
+"""Loss fraction per round beyond which loss is congestion even without delay."""
+LOSS_MARGIN_SIGMAS = 2.0
+"""Standard deviations above the tolerance a round must be (small rounds are noisy)."""
+HEAVY_LOSS_MIN_PACKETS = 100
+"""Packets (lost + delivered) a heavy-loss judgement needs; whole rounds are pooled."""
+QUEUE_DELAY_FRACTION = 0.25
+"""A standing queue is a round minimum RTT above min_rtt by this fraction of it..."""
+QUEUE_DELAY_FLOOR = 0.001
+"""...and by at least this many seconds."""
+NO_QUEUE_FRACTION = 0.1
+"""A round whose largest RTT stays within this fraction of min_rtt (and the floor) saw no
+queue at all: only such rounds teach ``random_loss``."""
+INITIAL_RTT_GUESS = 0.001
+"""Nominal RTT before any sample (the draft's BBRInitPacingRate)."""
+MAX_PROBE_UP_EXPONENT = 30
+KARN_GUARD = 0.5
+"""Self-sampling only: RTTs below this fraction of srtt are taken for ambiguous."""
+RANDOM_LOSS_PACKETS = 200
+"""The random-loss estimate averages over about this many packets."""
+
+
+class Mode(Enum):
+    """BBR's states (v1 section 4.3)."""
+
+    STARTUP = "startup"
+    DRAIN = "drain"
+    PROBE_BW = "probe_bw"
+    PROBE_RTT = "probe_rtt"
+
+
+@register
+class Bbr(CongestionController):
+    """BBRv1's model and state machine with loss treated as congestion only on evidence."""
+
+    name = "bbr"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self._max = config.max_send_window
+        self._initial = max(1, min(config.initial_window, self._max))
+        self.mode = Mode.STARTUP
+        """The current state."""
+        self._pacing_gain = STARTUP_GAIN
+        self._cwnd_gain = STARTUP_GAIN
+        self._model_cwnd = float(self._initial)
+        self._pacing_rate = 0.0
+        self._srtt: float | None = None
+        self._sampler: HookSampler | None = HookSampler()
+        # Bandwidth: (round, rate) pairs, rates decreasing from the left (an exact windowed max).
+        self._bw_filter: deque[tuple[int, float]] = deque()
+        self._min_rtt = float("inf")
+        self._min_rtt_stamp = 0.0
+        # Rounds (v1 section 4.1.1.3): a round ends when a packet sent after it began is delivered.
+        self._delivered = 0
+        self._next_round_delivered = 0
+        self.round_count = 0
+        """Round trips counted so far."""
+        self._round_start = False
+        # Startup.
+        self.filled_pipe = False
+        """Startup found the bottleneck bandwidth (or congestion ended it)."""
+        self._full_bw = 0.0
+        self._full_bw_count = 0
+        # ProbeBW.
+        self._cycle_index = PROBE_BW_START_PHASE
+        self._cycle_stamp = 0.0
+        self._phase_lost = 0
+        # ProbeRTT.
+        self._probe_rtt_done: float | None = None
+        self._probe_rtt_round_done = False
+        # The loss rule: this round's counters.
+        self._round_lost = 0
+        self._round_acked = 0
+        self._round_min_rtt = float("inf")
+        self._round_max_rtt = 0.0
+        self._round_inflight_at_loss = 0
+        self._block_lost = 0
+        self._block_total = 0
+        self._block_inflight_at_loss = 0
+        self.random_loss = 0.0
+        """Loss fraction of rounds the loss rule did not judge congested (an average)."""
+        self.inflight_hi = float("inf")
+        """The flight bound learnt from congestion (BBRv2); ``inf`` until the first."""
+        self._inflight_hi_undo: tuple[float, int] | None = None
+        self._probe_up_exponent = 0
+        self._probe_up_acked = 0.0
+        # Persistent congestion: MIN_WINDOW until this round.
+        self._clamp_until_round: int | None = None
+        self.congestion_events = 0
+        """Times the loss rule judged a round congested."""
+        self._set_pacing_rate()
+
+    # --- the model -------------------------------------------------------------------
+
+    @property
+    def max_bw(self) -> float:
+        """Windowed max delivery rate, packets per second (0 before a sample)."""
+        return self._bw_filter[0][1] if self._bw_filter else 0.0
+
+    @property
+    def min_rtt(self) -> float:
+        """Windowed min RTT, seconds (``inf`` before a sample)."""
+        return self._min_rtt
+
+    def bdp(self, gain: float = 1.0) -> float:
+        """``gain`` times the estimated BDP in packets; the initial window before a model."""
+        if not self._bw_filter or math.isinf(self._min_rtt):
+            return float(self._initial)
+        return gain * self.max_bw * self._min_rtt
+
+    @property
+    def pacing_gain(self) -> float:
+        """The current pacing gain."""
+        return self._pacing_gain
+
+    @property
+    def cwnd(self) -> int:
+        """The model's window, bounded by inflight_hi, ProbeRTT and persistent congestion."""
+        window = min(self._model_cwnd, self.inflight_hi)
+        if self.mode is Mode.PROBE_RTT:
+            window = min(window, self._probe_rtt_cwnd())
+        if self._clamp_until_round is not None:
+            window = MIN_WINDOW
+        return max(MIN_WINDOW, min(int(window), self._max))
+
+    @property
+    def ssthresh(self) -> float:
+        """BBR has no slow-start threshold; its analogue, ``inflight_hi``, is reported."""
+        return self.inflight_hi
+
+    @property
+    def pacing_rate(self) -> float:
+        """``pacing_gain * max_bw`` packets per second (see ``_set_pacing_rate``)."""
+        return self._pacing_rate
+
+    def _probe_rtt_cwnd(self) -> float:
+        return max(float(MIN_PIPE_CWND), self.bdp(PROBE_RTT_CWND_GAIN))
+
+    # --- hooks -----------------------------------------------------------------------
+
+    def on_packet_sent(self, now: float, in_flight: int) -> None:
+        """Stamp the packet for the self-sampler while the sender gives no samples."""
+        if self._sampler is not None:
+            self._sampler.on_packet_sent(now, in_flight)
+
+    def on_ack(
+        self,
+        now: float,
+        acked: int,
+        newest_acked_sent_time: float,
+        in_flight: int,
+        srtt: float | None,
+        min_rtt: float | None,
+        sample: RateSample | None,
+    ) -> None:
+        """Update the model from this ack, run the state machine, set pacing and cwnd."""
+        if srtt is not None:
+            first_rtt = self._srtt is None
+            self._srtt = srtt
+            if first_rtt and not self.filled_pipe and srtt > 0:
+                # Linux's bbr_init_pacing_rate_from_rtt: the initial window per srtt replaces
+                # the 1 ms guess; Startup's rule (never lower) then keeps it over the first,
+                # one-packet samples.
+                self._pacing_rate = STARTUP_GAIN * self._initial / srtt
+        trusted_rtt = True
+        if sample is not None:
+            self._sampler = None
+        elif self._sampler is not None:
+            rtt = now - newest_acked_sent_time
+            # Karn: a retransmission's ack may be the original's (see the module docstring).
+            if min_rtt is not None:
+                trusted_rtt = rtt >= min_rtt - 1e-6  # below a Karn-safe minimum: ambiguous
+            else:
+                trusted_rtt = self._srtt is None or rtt >= self._srtt * KARN_GUARD
+            sample = self._sampler.on_ack(now, acked, newest_acked_sent_time, trusted_rtt)
+        rtt = sample.rtt if sample is not None else now - newest_acked_sent_time
+        self._round_start = False
+        if sample is not None:
+            self._delivered = sample.prior_delivered + sample.delivered
+            if sample.prior_delivered >= self._next_round_delivered:
+                self._start_round(now)
+            self._update_max_bw(sample)
+        self._round_acked += acked
+        if rtt >= 0 and trusted_rtt:
+            if rtt < self._round_min_rtt:
+                self._round_min_rtt = rtt
+            if rtt > self._round_max_rtt:
+                self._round_max_rtt = rtt
+            min_rtt_expired = self._update_min_rtt(now, rtt)
+        else:
+            min_rtt_expired = now > self._min_rtt_stamp + MIN_RTT_WINDOW
+        self._check_full_pipe(sample)
+        self._check_drain(now, in_flight)
+        if self.mode is Mode.PROBE_BW:
+            self._update_cycle(now, in_flight + acked)
+            self._probe_inflight_hi_upward(in_flight + acked, acked)
+        self._check_probe_rtt(now, in_flight, min_rtt_expired)
+        self._set_pacing_rate()
+        self._set_cwnd(acked)
+
+    def on_packets_lost(
+        self, now: float, lost: int, newest_lost_sent_time: float, in_flight: int
+    ) -> None:
+        """Count the loss for this round; the round's end judges it (the loss rule)."""
+        if lost <= 0:
+            return
+        self._round_lost += lost
+        self._phase_lost += lost
+        self._round_inflight_at_loss = max(self._round_inflight_at_loss, in_flight + lost)
+
+    def on_persistent_congestion(self, now: float) -> None:
+        """``MIN_WINDOW`` for one round trip from now, then the model's window again."""
+        self._clamp_until_round = self.round_count + 1
+        # A new round starts now: it ends once a packet sent from now on is delivered.
+        self._next_round_delivered = self._delivered_now()
+
+    def on_spurious_loss(self, now: float) -> None:
+        """Undo an inflight_hi cut of this or the previous round, and the persistent clamp."""
+        self._clamp_until_round = None
+        undo = self._inflight_hi_undo
+        if undo is not None and undo[1] >= self.round_count - 1:
+            self.inflight_hi = max(self.inflight_hi, undo[0])
+        self._inflight_hi_undo = None
+
+    # --- rounds and the loss rule -------------------------------------------------------
+
+    def _delivered_now(self) -> int:
+        if self._sampler is not None:
+            return self._sampler.estimator.delivered
+        return self._delivered
+
+    def _start_round(self, now: float) -> None:
+        """A round trip ended with this ack: judge its losses, then reset its counters."""
+        self._next_round_delivered = self._delivered
+        self.round_count += 1
+        self._round_start = True
+        lost = self._round_lost
+        self._block_lost += lost
+        self._block_total += lost + self._round_acked
+        self._block_inflight_at_loss = max(
+            self._block_inflight_at_loss, self._round_inflight_at_loss
+        )
+        total = lost + self._round_acked
+        if lost and self._standing_queue():
+            self._on_congestion(now, self._round_inflight_at_loss)
+        elif total and self._no_queue():
+            # Loss without any queue is not ours: learn its rate, to make up for it when
+            # probing (_enter_cycle_phase).  Rounds with some queue are left out so tail
+            # drops in a buffer too shallow for _standing_queue cannot pass for it.
+            weight = min(1.0, total / RANDOM_LOSS_PACKETS)
+            self.random_loss += (lost / total - self.random_loss) * weight
+        if self._block_total >= HEAVY_LOSS_MIN_PACKETS:
+            if self._heavy_loss(self._block_lost, self._block_total - self._block_lost):
+                self._on_congestion(now, self._block_inflight_at_loss)
+            self._block_lost = self._block_total = self._block_inflight_at_loss = 0
+        self._round_lost = 0
+        self._round_acked = 0
+        self._round_min_rtt = float("inf")
+        self._round_max_rtt = 0.0
+        self._round_inflight_at_loss = 0
+        if self._clamp_until_round is not None and self.round_count >= self._clamp_until_round:
+            self._clamp_until_round = None
+
+    def _queue_delay_threshold(self) -> float:
+        return max(QUEUE_DELAY_FRACTION * self._min_rtt, QUEUE_DELAY_FLOOR)
+
+    def _standing_queue(self) -> bool:
+        """The round's smallest RTT stayed above min_rtt by the queue-delay threshold."""
+        if not (math.isfinite(self._min_rtt) and math.isfinite(self._round_min_rtt)):
+            return False
+        return self._round_min_rtt - self._min_rtt > self._queue_delay_threshold()
+
+    def _no_queue(self) -> bool:
+        """Even the round's largest RTT stayed close to min_rtt."""
+        if not math.isfinite(self._min_rtt):
+            return False
+        slack = max(NO_QUEUE_FRACTION * self._min_rtt, QUEUE_DELAY_FLOOR)
+        return self._round_max_rtt - self._min_rtt <= slack
+
+    @staticmethod
+    def _heavy_loss(lost: int, acked: int) -> bool:
+        """More than LOSS_TOLERANCE lost, by LOSS_MARGIN_SIGMAS binomial deviations."""
+        total = lost + acked
+        if total <= 0:
+            return False
+        p = LOSS_TOLERANCE
+        margin = LOSS_MARGIN_SIGMAS * math.sqrt(total * p * (1 - p))
+        return lost > p * total + margin
+
+    def _on_congestion(self, now: float, inflight_at_loss: int) -> None:
+        """Real congestion: bound the flight, leave Startup, stop probing (BBRv2)."""
+        cut = max(float(MIN_WINDOW), BETA * inflight_at_loss)
+        if self.mode is Mode.STARTUP:
+            # Startup's own queue is what made the loss count: the pipe is full, so keep
+            # at least one BDP (BBRv2 leaves Startup with inflight_hi >= the BDP too).
+            cut = max(cut, self.bdp())
+        self._inflight_hi_undo = (self.inflight_hi, self.round_count)
+        self.inflight_hi = min(self.inflight_hi, cut)
+        self.congestion_events += 1
+        self._probe_up_exponent = 0
+        self._probe_up_acked = 0.0
+        self._block_lost = self._block_total = self._block_inflight_at_loss = 0
+        if self.mode is Mode.STARTUP:
+            self.filled_pipe = True
+        elif self.mode is Mode.PROBE_BW and self._pacing_gain > 1:
+            self._enter_cycle_phase(now, 1)
+
+    # --- filters -----------------------------------------------------------------------
+
+    def _update_max_bw(self, sample: RateSample) -> None:
+        """v1 sections 4.1.1.4-4.1.1.5: windowed max; app-limited samples only if they raise it."""
+        rate = sample.delivery_rate
+        if rate <= 0 or (sample.is_app_limited and rate < self.max_bw):
+            return
+        window = self._bw_filter
+        while window and window[-1][1] <= rate:
+            window.pop()
+        window.append((self.round_count, rate))
+        self._expire_bw()
+
+    def _expire_bw(self) -> None:
+        window = self._bw_filter
+        while len(window) > 1 and window[0][0] <= self.round_count - BW_WINDOW_ROUNDS:
+            window.popleft()
+
+    def _update_min_rtt(self, now: float, rtt: float) -> bool:
+        """v1 section 4.1.2.3: a new minimum, or any sample once the old one expired.
+
+        "New" is strictly lower, as in Linux's tcp_bbr.c (the draft says <=): on a
+        steady path every sample equals the minimum, and refreshing on those would
+        postpone ProbeRTT forever, however much standing queue another flow keeps.
+        A microsecond of float noise is not a new minimum either.
+        """
+        expired = now > self._min_rtt_stamp + MIN_RTT_WINDOW
+        if rtt < self._min_rtt - TIME_EPSILON or expired:
+            self._min_rtt = rtt
+            self._min_rtt_stamp = now
+        return expired
+
+    # --- the state machine ---------------------------------------------------------------
+
+    def _check_full_pipe(self, sample: RateSample | None) -> None:
+        """v1 section 4.3.2.2: three rounds of less than 25% growth fill the pipe."""
+        if self.filled_pipe or not self._round_start or sample is None:
+            return
+        if sample.is_app_limited:
+            return
+        self._expire_bw()
+        if self.max_bw >= self._full_bw * FULL_BW_GROWTH:
+            self._full_bw = self.max_bw
+            self._full_bw_count = 0
+            return
+        self._full_bw_count += 1
+        if self._full_bw_count >= FULL_BW_ROUNDS:
+            self.filled_pipe = True
+
+    def _check_drain(self, now: float, in_flight: int) -> None:
+        """v1 section 4.3.3: Startup -> Drain -> ProbeBW once the queue is gone."""
+        if self.mode is Mode.STARTUP and self.filled_pipe:
+            self.mode = Mode.DRAIN
+            self._pacing_gain = DRAIN_GAIN
+            self._cwnd_gain = STARTUP_GAIN
+        if self.mode is Mode.DRAIN and in_flight <= self.bdp():
+            self._enter_probe_bw(now)
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.mode = Mode.PROBE_BW
+        self._cwnd_gain = CWND_GAIN
+        self._enter_cycle_phase(now, PROBE_BW_START_PHASE)
+
+    def _enter_cycle_phase(self, now: float, index: int) -> None:
+        if GAIN_CYCLE[self._cycle_index] > 1 and GAIN_CYCLE[index] <= 1:
+            # An up phase ends: the next one probes inflight_hi twice as fast.
+            self._probe_up_exponent = min(self._probe_up_exponent + 1, MAX_PROBE_UP_EXPONENT)
+        self._cycle_index = index
+        self._cycle_stamp = now
+        gain = GAIN_CYCLE[index]
+        if gain > 1:
+            # Only 1 - p of what is sent reaches the bottleneck: without this a 1.25 probe
+            # at 20% loss offers the bottleneck exactly max_bw and can never find more.
+            gain /= 1 - min(self.random_loss, LOSS_TOLERANCE)
+        self._pacing_gain = gain
+        self._phase_lost = 0
+
+    def _update_cycle(self, now: float, prior_in_flight: int) -> None:
+        """v1 section 4.3.4.3 BBRIsNextCyclePhase."""
+        full_length = now - self._cycle_stamp > self._min_rtt
+        gain = self._pacing_gain
+        if gain > 1:
+            advance = full_length and (self._phase_lost > 0 or prior_in_flight >= self.bdp(gain))
+        elif gain < 1:
+            advance = full_length or prior_in_flight <= self.bdp()
+        else:
+            advance = full_length
+        if advance:
+            self._enter_cycle_phase(now, (self._cycle_index + 1) % len(GAIN_CYCLE))
+
+    def _probe_inflight_hi_upward(self, prior_in_flight: int, acked: int) -> None:
+        """BBRv2 ProbeBW_UP: raise a binding inflight_hi by 2**k packets per round."""
+        if self._pacing_gain <= 1 or math.isinf(self.inflight_hi):
+            return
+        if prior_in_flight + 1 < self.inflight_hi:
+            return  # not the limit: no evidence it may grow
+        per_packet = (1 << self._probe_up_exponent) / max(self.inflight_hi, 1.0)
+        self._probe_up_acked += acked * per_packet
+        if self._probe_up_acked >= 1:
+            whole = math.floor(self._probe_up_acked)
+            self.inflight_hi += whole
+            self._probe_up_acked -= whole
+        if self._round_start:
+            self._probe_up_exponent = min(self._probe_up_exponent + 1, MAX_PROBE_UP_EXPONENT)
+
+    def _check_probe_rtt(self, now: float, in_flight: int, min_rtt_expired: bool) -> None:
+        """v1 section 4.3.5: every 10 s without a new min, a low flight for max(200 ms, a round)."""
+        if self.mode is not Mode.PROBE_RTT and min_rtt_expired and math.isfinite(self._min_rtt):
+            self.mode = Mode.PROBE_RTT
+            self._pacing_gain = 1.0
+            self._probe_rtt_done = None
+            return
+        if self.mode is not Mode.PROBE_RTT:
+            return
+        if self._probe_rtt_done is None:
+            if in_flight <= self._probe_rtt_cwnd():
+                self._probe_rtt_done = now + PROBE_RTT_DURATION
+                self._probe_rtt_round_done = False
+                self._next_round_delivered = self._delivered_now()
+            return
+        if self._round_start:
+            self._probe_rtt_round_done = True
+        if self._probe_rtt_round_done and now >= self._probe_rtt_done:
+            self._min_rtt_stamp = now
+            if self.filled_pipe:
+                self._enter_probe_bw(now)
+            else:
+                self.mode = Mode.STARTUP
+                self._pacing_gain = STARTUP_GAIN
+                self._cwnd_gain = STARTUP_GAIN
+
+    # --- outputs -----------------------------------------------------------------------
+
+    def _set_pacing_rate(self) -> None:
+        """v1 section 4.2.1: gain times max_bw; in Startup it never goes down."""
+        bw = self.max_bw
+        if bw <= 0:
+            rtt = self._srtt or INITIAL_RTT_GUESS
+            self._pacing_rate = STARTUP_GAIN * self._initial / rtt
+            return
+        rate = self._pacing_gain * bw
+        if self.filled_pipe or rate > self._pacing_rate:
+            self._pacing_rate = rate
+
+    def _set_cwnd(self, acked: int) -> None:
+        """v1 sections 4.2.3.2 and 4.2.3.6: grow by what was delivered towards gain * BDP + 2."""
+        target = self.bdp(self._cwnd_gain) + QUANTUM
+        cwnd = self._model_cwnd
+        if self.filled_pipe:
+            cwnd = min(cwnd + acked, target)
+        elif cwnd < target or self._delivered_now() < self._initial:
+            cwnd += acked
+        self._model_cwnd = min(max(cwnd, float(MIN_PIPE_CWND)), float(self._max))
