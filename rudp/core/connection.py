@@ -17,7 +17,6 @@ Network input never raises: anything invalid is dropped and counted in
 from __future__ import annotations
 
 import random
-import zlib
 from collections import deque
 from collections.abc import Iterable
 
@@ -41,9 +40,6 @@ __all__ = ["ConnectionState", "SansIOConnection"]
 
 _S = ConnectionState
 _MASK = wire.SEQ_MODULUS - 1
-_PACK_HEADER = wire.HEADER_STRUCT.pack
-_PACK_SACK = wire.SACK_STRUCT.pack
-_VERSION = wire.VERSION
 _SYN = int(wire.PacketType.SYN)
 _SYN_ACK = int(wire.PacketType.SYN_ACK)
 _DATA = int(wire.PacketType.DATA)
@@ -66,7 +62,6 @@ _SIMULTANEOUS_CLOSE = _S.SIMULTANEOUS_CLOSE
 _SYN_RECEIVED = _S.SYN_RECEIVED
 _SYN_SENT = _S.SYN_SENT
 _TIME_WAIT = _S.TIME_WAIT
-_crc32 = zlib.crc32
 MAX_UNVERIFIED_SYN_ACK_RETRANSMITS = 2
 """Timer-driven SYN_ACK retransmissions before the client proved its address (a spoofed
 SYN then costs at most three SYN_ACKs)."""
@@ -353,7 +348,7 @@ class SansIOConnection:
     def receive_packet(self, packet: wire.Packet, now: float) -> None:
         """Like ``receive_datagram`` for a packet an endpoint already decoded (for routing)."""
         self._datagrams_received += 1
-        self._bytes_received += wire.OVERHEAD + len(packet.payload) + 8 * len(packet.sack)
+        self._bytes_received += wire.encoded_size(packet)
         if self._state in TERMINAL:
             self._dropped += 1
             return
@@ -630,25 +625,11 @@ class SansIOConnection:
         payload: Payload,
         sack: list[tuple[int, int]] | tuple[()],
     ) -> bytes:
-        """Build one datagram with the current ack and window (hot path: plain ``struct``)."""
+        """Build one datagram with the current ack and window (``wire.encode_fields``)."""
         receiver = self._receiver
-        remote = self.remote_connection_id
-        header = _PACK_HEADER(
-            _VERSION,
-            ptype,
-            flags,
-            len(sack),
-            0 if remote is None else remote,
-            seq & _MASK,
-            receiver.rcv_next & _MASK if ptype != _SYN else 0,
-            receiver.window,
-            fragments_left,
-            len(payload),
-        )
-        if sack:
-            header += b"".join([_PACK_SACK(s & _MASK, e & _MASK) for s, e in sack])
-        crc = _crc32(payload, _crc32(header))
-        return b"".join((header, payload, crc.to_bytes(4, "big")))
+        ack = receiver.rcv_next if ptype != _SYN else 0
+        remote = self.remote_connection_id or 0
+        return wire.encode_fields(ptype, flags, remote, seq, ack, receiver.window, payload, sack)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Every datagram due now, in order.  Empty after the connection ended."""
@@ -678,28 +659,8 @@ class SansIOConnection:
         packets = sender.next_packets(now)
         if packets:
             self._last_activity = now
-            # Inlined ``_encode`` (hot path): one header per packet, same ack and window.
             remote = self.remote_connection_id or 0
-            ack = receiver.rcv_next & _MASK
-            window = receiver.window
-            pack = _PACK_HEADER
-            crc32 = _crc32
-            join = b"".join
-            append = out.append
-            for seq, payload, fragments_left, is_fin, retransmission in packets:
-                header = pack(
-                    _VERSION,
-                    _FIN if is_fin else _DATA,
-                    _ACK_NOW if retransmission else 0,
-                    0,
-                    remote,
-                    seq & _MASK,
-                    ack,
-                    window,
-                    fragments_left,
-                    len(payload),
-                )
-                append(join((header, payload, crc32(payload, crc32(header)).to_bytes(4, "big"))))
+            out += wire.encode_data_batch(remote, receiver.rcv_next, receiver.window, packets)
             if not receiver.ranges:
                 # Every DATA packet carries the cumulative ack and window (piggybacking);
                 # only SACK blocks need a pure ACK.
