@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import ClassVar
 
@@ -56,7 +56,8 @@ class SansIOConnection:
 
     See specs/protocol.md for the protocol.  Typical driver loop::
 
-        conn.receive_datagrams(batch, now)
+        for datagram in batch:
+            conn.receive_datagram(datagram, now)
         for datagram in conn.datagrams_to_send(now):
             sock.sendto(datagram, peer)
         while (event := conn.next_event()) is not None:
@@ -262,33 +263,6 @@ class SansIOConnection:
         return event
 
     # --- input ----------------------------------------------------------------------------------
-
-    def receive_datagrams(self, datagrams: Iterable[bytes], now: float) -> None:
-        """Batch form of ``receive_datagram`` (acks are coalesced until ``datagrams_to_send``)."""
-        decode = wire.decode
-        receive = self._receive
-        # Hot loop: the counters live in locals and are stored once (``finally`` keeps
-        # them right even if a bug raised mid-batch).
-        count = 0
-        size = 0
-        bad = 0
-        try:
-            for data in datagrams:
-                count += 1
-                size += len(data)
-                if self._sm.state in TERMINAL:
-                    bad += 1
-                    continue
-                try:
-                    packet = decode(data)
-                except BadPacket:
-                    bad += 1
-                    continue
-                receive(packet, now)
-        finally:
-            self._datagrams_received += count
-            self._bytes_received += size
-            self._dropped += bad
 
     def receive_datagram(self, data: bytes, now: float) -> None:
         """Process one datagram from the network.  Never raises; bad input is counted."""
