@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 import zlib
 
@@ -9,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rudp.core import wire
+from rudp.core import endpoint, wire
+from rudp.core.connection import SansIOConnection
+from rudp.core.state import ConnectionState
 from rudp.core.wire import Packet, PacketType
 from rudp.errors import BadPacket
 
@@ -193,3 +196,24 @@ def test_encode_data_batch_is_encode_per_packet() -> None:
     assert datagrams == [wire.reference_encode(p) for p in expected]
     assert [wire.decode(d) for d in datagrams] == expected
     assert [wire.encoded_size(p) for p in expected] == [len(d) for d in datagrams]
+
+
+def test_a_routed_syn_has_its_handshake_block_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint decodes a SYN's block to route it and hands it on to the core."""
+    calls: list[bytes] = []
+    real = wire.decode_handshake
+
+    def counting(payload: bytes) -> wire.Handshake:
+        calls.append(payload)
+        return real(payload)
+
+    monkeypatch.setattr(wire, "decode_handshake", counting)
+    monkeypatch.setattr(endpoint, "decode_handshake", counting)
+    client = SansIOConnection(is_client=True, rng=random.Random(1))
+    client.connect(0.0)
+    (syn,) = client.datagrams_to_send(0.0)
+    server = endpoint.Endpoint(accepting=True, rng=random.Random(2))
+    server.receive_datagram(syn, ("10.0.0.1", 1000), 0.0)
+    assoc = server.accept()
+    assert assoc is not None and assoc.connection.state is ConnectionState.SYN_RECEIVED
+    assert len(calls) == 1

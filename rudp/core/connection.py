@@ -278,12 +278,20 @@ class SansIOConnection:
             return
         self._receive(packet, now)
 
-    def receive_packet(self, packet: wire.Packet, now: float) -> None:
-        """Like ``receive_datagram`` for a packet an endpoint already decoded (for routing)."""
+    def receive_packet(
+        self, packet: wire.Packet, now: float, handshake: wire.Handshake | None = None
+    ) -> None:
+        """Like ``receive_datagram`` for a packet an endpoint already decoded (for routing).
+
+        ``handshake`` is a SYN's handshake block if the endpoint decoded it too, so
+        that it is decoded once.
+        """
         self._datagrams_received += 1
         self._bytes_received += wire.encoded_size(packet)
         if self._sm.state in TERMINAL:
             self._dropped += 1
+        elif handshake is not None and packet.type is PacketType.SYN:
+            self._heard(self._opening.on_syn(packet, now, handshake), now)
         else:
             self._receive(packet, now)
 

@@ -94,9 +94,12 @@ class Opening:
 
     # --- packets --------------------------------------------------------------------------
 
-    def on_syn(self, packet: Packet, now: float) -> int:
-        """A SYN: the server learns its client (LISTEN), or resends its SYN_ACK."""
-        if (handshake := _block(packet)) is None:
+    def on_syn(self, packet: Packet, now: float, handshake: Handshake | None = None) -> int:
+        """A SYN: the server learns its client (LISTEN), or resends its SYN_ACK.
+
+        ``handshake`` is the SYN's block if an endpoint already decoded it (for routing).
+        """
+        if handshake is None and (handshake := _block(packet)) is None:
             return REJECTED
         if packet.connection_id != 0 or handshake.source_connection_id == 0:
             return REJECTED  # section 6.1: a SYN carries 0, and its sender's id is never 0
