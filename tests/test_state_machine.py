@@ -24,7 +24,9 @@ from hypothesis.stateful import (
 )
 
 from rudp.config import Config
+from rudp.core.endpoint import Endpoint
 from rudp.core.state import (
+    CLOSE_DONE,
     DEFERRING,
     ESTABLISHING,
     TRANSITIONS,
@@ -225,6 +227,16 @@ class NetworkMachine(RuleBasedStateMachine):
                 self.opened.add(side)
 
     @invariant()
+    def a_done_close_left_nothing_unacknowledged(self) -> None:
+        """``close_done`` is what a blocking close() waits for: unless the connection
+        failed, everything sent (and so the FIN) was acknowledged."""
+        for side, conn in self.conns.items():
+            assert conn.close_done == (conn.state in CLOSE_DONE)
+            if conn.close_done and conn.state is not ConnectionState.FAILED:
+                assert conn.send_queue_bytes == 0
+                assert len(self.acked[side]) == len(self.sent[side])
+
+    @invariant()
     def memory_and_windows_are_bounded(self) -> None:
         for conn in self.conns.values():
             stats = conn.stats
@@ -362,3 +374,25 @@ def test_connected_outlives_the_connection() -> None:
     assert never.apply(Input.RECV_RESET)
     assert opened.state is never.state is ConnectionState.FAILED
     assert opened.connected and not never.connected
+
+
+def test_close_done_turns_true_when_our_fin_is_acknowledged() -> None:
+    """``Association.close_done`` (what a blocking close() waits for) follows the core."""
+    client_ep = Endpoint(rng=random.Random(1))
+    server_ep = Endpoint(accepting=True, rng=random.Random(2))
+    assoc = client_ep.connect("server", 0.0)
+
+    def exchange() -> None:
+        for _ in range(10):
+            for data, _address in client_ep.datagrams_to_send(0.0):
+                server_ep.receive_datagram(data, "client", 0.0)
+            for data, _address in server_ep.datagrams_to_send(0.0):
+                client_ep.receive_datagram(data, "server", 0.0)
+
+    exchange()
+    assoc.send(b"last words")
+    assoc.close(0.0)
+    assert assoc.connection.state is ConnectionState.CLOSING and not assoc.close_done
+    exchange()  # our FIN is acknowledged, and the server closes in turn
+    assert assoc.connection.state is ConnectionState.TIME_WAIT
+    assert assoc.close_done and assoc.connection.send_queue_bytes == 0

@@ -32,6 +32,7 @@ from rudp.core.handshake import MAX_UNVERIFIED_SYN_ACK_RETRANSMITS, OPENED, REJE
 from rudp.core.receiver import DROPPED, DUPLICATE, FIN_DELIVERED, PROTOCOL_ERROR, Receiver
 from rudp.core.sender import GIVE_UP, Sender
 from rudp.core.state import (
+    CLOSE_DONE,
     PACKET_INPUTS,
     SYNCHRONIZED,
     TERMINAL,
@@ -139,6 +140,16 @@ class SansIOConnection:
     def is_established(self) -> bool:
         """The handshake finished (``Connected`` was reported)."""
         return self._sm.connected
+
+    @property
+    def close_done(self) -> bool:
+        """Our FIN, after all our data, is acknowledged, or the connection is over.
+
+        True in FIN_WAIT, TIME_WAIT, CLOSED and FAILED (``rudp.core.state.CLOSE_DONE``):
+        a blocking ``close()`` may return, since nothing we sent is still unacknowledged
+        (or nothing more ever will be).
+        """
+        return self._sm.state in CLOSE_DONE
 
     @property
     def send_queue_bytes(self) -> int:

@@ -126,6 +126,9 @@ class ConnectionLike(Protocol):
     @property
     def is_established(self) -> bool: ...
 
+    @property
+    def close_done(self) -> bool: ...
+
     def connect(self, now: float) -> None: ...
 
     def close(self, now: float) -> None: ...
@@ -240,6 +243,15 @@ class Association:
             f"{'client' if self.initiated_locally else 'server'} "
             f"id={self.connection.local_connection_id}>"
         )
+
+    @property
+    def close_done(self) -> bool:
+        """Our FIN, after all our data, is acknowledged, or the connection is over.
+
+        The core's ``close_done``: a driver's blocking ``close()`` may return.
+        """
+        done: bool = self.connection.close_done
+        return done
 
     @property
     def paused(self) -> bool:

@@ -206,6 +206,10 @@ SYNCHRONIZED = OPEN | {S.TIME_WAIT}
 """Both sequence spaces are known (RFC 9293's synchronized states): data, acks and pings
 are sent; in TIME_WAIT only to re-acknowledge the peer's FIN."""
 
+CLOSE_DONE = frozenset({S.FIN_WAIT, S.TIME_WAIT, S.CLOSED, S.FAILED})
+"""Our FIN, sent after all our data, is acknowledged, or the connection is over: a
+blocking ``close()`` may return (``SansIOConnection.close_done``)."""
+
 DEFERRING = frozenset({(S.LISTEN, I.CLOSE), (S.SYN_SENT, I.CLOSE), (S.SYN_RECEIVED, I.CLOSE)})
 """CLOSE during the handshake: the state stays and ``StateMachine.close_deferred`` is set;
 CLOSE is taken on entering ESTABLISHED, and SEND is refused meanwhile."""
