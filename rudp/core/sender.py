@@ -19,6 +19,7 @@ from collections import deque
 from typing import Final
 
 from rudp.config import Config
+from rudp.core import wire
 from rudp.core.congestion import create as create_congestion_controller
 from rudp.core.rangeset import RangeSet
 from rudp.core.recovery import K_PACKET_THRESHOLD, RttEstimator
@@ -81,7 +82,7 @@ class Sender:
         """RFC 6298 estimator, shared with the handshake."""
         self.cc = create_congestion_controller(config)
         """The congestion controller ``config.congestion_control`` names."""
-        self.max_payload = config.max_datagram_size - 32  # OVERHEAD; lowered by the handshake
+        self.max_payload = config.max_datagram_size - wire.OVERHEAD  # lowered by the handshake
         """Largest fragment: effective datagram size minus the fixed overhead."""
 
         self.snd_una = first_seq
