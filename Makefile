@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-goodput fuzz cover clean
+.PHONY: demo test lint bench bench-goodput bench-kernel fuzz cover clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: $(STAMP)
 # fairness and queueing; the plot goes to bench/out/.  ARGS="--quick" for a smoke run.
 bench-goodput: $(STAMP)
 	$(BIN)/python bench/goodput.py $(ARGS)
+
+# Needs root: builds two network namespaces with a tbf-limited, iptables-lossy veth link.
+# Results also go to bench/out/; pass options as e.g. BENCH_ARGS='--loss 0,0.1 --megabytes 20'.
+bench-kernel: $(STAMP)
+	$(BIN)/python bench/kernel_link.py --json $(BENCH_ARGS)
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py

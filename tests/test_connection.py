@@ -8,6 +8,7 @@ is lost.  The full network simulator lives in ``rudp.testing`` and has its own t
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 import pytest
 
@@ -30,6 +31,12 @@ from rudp.testing import ConnectionPair
 def packet_type(datagram: bytes) -> wire.PacketType:
     """The type of the packet in ``datagram`` (for drop rules that pick one kind)."""
     return wire.decode(datagram).type
+
+
+def feed(conn: SansIOConnection, datagrams: Iterable[bytes], now: float) -> None:
+    """Hand a batch to ``conn`` one datagram at a time, as a driver does."""
+    for datagram in datagrams:
+        conn.receive_datagram(datagram, now)
 
 
 def messages(count: int, size: int = 100) -> list[bytes]:
@@ -222,7 +229,7 @@ def test_reordering_is_undone() -> None:
         pair.client.send(m)
     batch = pair.client.datagrams_to_send(pair.now)
     assert len(batch) == 10  # the initial congestion window
-    pair.server.receive_datagrams(reversed(batch), pair.now)
+    feed(pair.server, reversed(batch), pair.now)
     pair.run(until=3)
     assert pair.received("server") == msgs
 
@@ -556,9 +563,9 @@ def test_unread_messages_close_the_window_and_reading_reopens_it() -> None:
     def exchange() -> None:
         for _ in range(50):
             a = client.datagrams_to_send(now)
-            server.receive_datagrams(a, now)
+            feed(server, a, now)
             b = server.datagrams_to_send(now)
-            client.receive_datagrams(b, now)
+            feed(client, b, now)
             if not a and not b:
                 return
 
@@ -690,7 +697,7 @@ def test_random_corruption_never_raises_and_memory_stays_bounded() -> None:
     for m in messages(40):
         c.send(m)
     template = c.datagrams_to_send(pair.now)
-    s.receive_datagrams(template[:3], pair.now)
+    feed(s, template[:3], pair.now)
     for _ in range(3000):
         packet = wire.decode(rng.choice(template))
         mutated = packet._replace(
@@ -794,12 +801,12 @@ def test_sack_alone_never_acknowledges_a_message() -> None:
     for m in messages(5):
         c.send(m)
     batch = c.datagrams_to_send(pair.now)
-    s.receive_datagrams(batch[1:], pair.now)  # the first one is lost
-    c.receive_datagrams(s.datagrams_to_send(pair.now), pair.now)
+    feed(s, batch[1:], pair.now)  # the first one is lost
+    feed(c, s.datagrams_to_send(pair.now), pair.now)
     assert [e for e in drain(c) if isinstance(e, MessageAcknowledged)] == []
     assert c.send_queue_bytes == sum(map(len, messages(5)))
     s.receive_datagram(batch[0], pair.now)
-    c.receive_datagrams(s.datagrams_to_send(pair.now), pair.now)
+    feed(c, s.datagrams_to_send(pair.now), pair.now)
     acked = [e.message_id for e in drain(c) if isinstance(e, MessageAcknowledged)]
     assert acked == [0, 1, 2, 3, 4]
     assert c.send_queue_bytes == 0
@@ -815,7 +822,7 @@ def test_sack_blocks_are_limited_to_what_fits_and_lowest_first() -> None:
         c.send(bytes([i]))
     batch = c.datagrams_to_send(pair.now)
     assert len(batch) == 60
-    s.receive_datagrams(batch[1::2], pair.now)  # every other packet: 30 holes
+    feed(s, batch[1::2], pair.now)  # every other packet: 30 holes
     acks = [wire.decode(d) for d in s.datagrams_to_send(pair.now)]
     assert len(acks) == 1 and len(acks[0].sack) == limit
     seqs = [wire.decode(d).seq for d in batch]
@@ -835,7 +842,7 @@ def _in_state(target: ConnectionState) -> tuple[SansIOConnection, SansIOConnecti
     c.connect(pair.now)
     if target is ConnectionState.SYN_SENT:
         return c, s
-    s.receive_datagrams(c.datagrams_to_send(pair.now), pair.now)
+    feed(s, c.datagrams_to_send(pair.now), pair.now)
     if target is ConnectionState.SYN_RECEIVED:
         return s, c
     pair.run(until=0.1)
@@ -851,8 +858,8 @@ def _in_state(target: ConnectionState) -> tuple[SansIOConnection, SansIOConnecti
             s.send(m)
         c.close(pair.now)
         for _ in range(5):
-            s.receive_datagrams(c.datagrams_to_send(pair.now), pair.now)
-            c.receive_datagrams(s.datagrams_to_send(pair.now), pair.now)
+            feed(s, c.datagrams_to_send(pair.now), pair.now)
+            feed(c, s.datagrams_to_send(pair.now), pair.now)
         return c, s
     c.close(pair.now)
     if target is ConnectionState.CLOSING:

@@ -1,4 +1,4 @@
-"""rudp.drivers._common: one options parser, one event fold, the close_done helper.
+"""rudp.drivers._common: one options parser, one event fold.
 
 Pure unit tests (no sockets), except the last ones, which check that every
 public face really runs on the one set of defaults.
@@ -7,7 +7,6 @@ public face really runs on the one set of defaults.
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,9 +14,8 @@ import pytest
 import rudp
 import rudp.aio
 from rudp.config import Config
-from rudp.core.state import ConnectionState
 from rudp.drivers import DriverOptions, split_options
-from rudp.drivers._common import ConnectionLedger, close_done, default_local_address
+from rudp.drivers._common import ConnectionLedger, default_local_address
 from rudp.errors import ConnectionAborted, PeerUnreachable
 from rudp.events import (
     Closed,
@@ -140,18 +138,6 @@ def test_ledger_fail_without_an_event_lists_what_was_outstanding() -> None:
     clean.apply(Closed())
     clean.fail("socket closed", FailureKind.ABORTED)  # already over: no failure
     assert clean.failed is None
-
-
-def test_close_done_reads_the_core_property_and_falls_back_to_the_state() -> None:
-    def assoc(**connection: Any) -> Any:
-        return SimpleNamespace(connection=SimpleNamespace(**connection))
-
-    assert close_done(assoc(close_done=True, state=ConnectionState.ESTABLISHED))
-    assert not close_done(assoc(close_done=False, state=ConnectionState.CLOSED))
-    # until core exposes close_done: computed from the state
-    for state in ConnectionState:
-        expected = state.name in ("FIN_WAIT", "TIME_WAIT", "CLOSED", "FAILED")
-        assert close_done(assoc(state=state)) is expected, state
 
 
 # --- one set of defaults for every face ----------------------------------------------------

@@ -62,7 +62,9 @@ class FakeConnection:
         self.timer = None
         self.events.append(Failed(reason, (), FailureKind.ABORTED))
 
-    def receive_packet(self, packet: Packet, now: float) -> None:
+    def receive_packet(
+        self, packet: Packet, now: float, handshake: Handshake | None = None
+    ) -> None:
         self.received.append(packet)
         if packet.type is PacketType.SYN:
             self.state = ConnectionState.SYN_RECEIVED

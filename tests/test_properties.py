@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rudp.config import Config
+from rudp.core import wire
 from rudp.core.connection import SansIOConnection
 from rudp.core.state import ConnectionState
 from rudp.events import Connected, Failed
@@ -33,7 +34,7 @@ SEEDS = st.integers(0, 2**64 - 1)
 GENEROUS = Config(peer_timeout=3600.0)
 """Give-up budget that loss cannot exhaust by bad luck (see the module docstring)."""
 
-MAX_PAYLOAD = GENEROUS.max_datagram_size - 32  # wire.OVERHEAD: one fragment's payload
+MAX_PAYLOAD = GENEROUS.max_datagram_size - wire.OVERHEAD  # one fragment's payload
 
 
 def message_of(size: int, tag: int) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -23,7 +24,16 @@ from hypothesis.stateful import (
 )
 
 from rudp.config import Config
-from rudp.core.state import ConnectionState
+from rudp.core.endpoint import Endpoint
+from rudp.core.state import (
+    CLOSE_DONE,
+    DEFERRING,
+    ESTABLISHING,
+    TRANSITIONS,
+    ConnectionState,
+    Input,
+    StateMachine,
+)
 from rudp.events import Closed, Event, Failed, MessageAcknowledged, MessageReceived, PeerClosed
 from rudp.testing import LinkProfile, Simulator, make_pair
 
@@ -57,6 +67,7 @@ class NetworkMachine(RuleBasedStateMachine):
         self.acked: dict[str, list[int]] = {"client": [], "server": []}
         self.other_events: dict[str, list[Event]] = {"client": [], "server": []}
         self.closing: set[str] = set()
+        self.opened: set[str] = set()
 
     @initialize(seed=st.integers(0, 2**64 - 1))
     def connect(self, seed: int) -> None:
@@ -208,6 +219,24 @@ class NetworkMachine(RuleBasedStateMachine):
         )
 
     @invariant()
+    def established_stays_established(self) -> None:
+        for side, conn in self.conns.items():
+            if side in self.opened:
+                assert conn.is_established
+            elif conn.is_established:
+                self.opened.add(side)
+
+    @invariant()
+    def a_done_close_left_nothing_unacknowledged(self) -> None:
+        """``close_done`` is what a blocking close() waits for: unless the connection
+        failed, everything sent (and so the FIN) was acknowledged."""
+        for side, conn in self.conns.items():
+            assert conn.close_done == (conn.state in CLOSE_DONE)
+            if conn.close_done and conn.state is not ConnectionState.FAILED:
+                assert conn.send_queue_bytes == 0
+                assert len(self.acked[side]) == len(self.sent[side])
+
+    @invariant()
     def memory_and_windows_are_bounded(self) -> None:
         for conn in self.conns.values():
             stats = conn.stats
@@ -291,3 +320,79 @@ NetworkMachine.TestCase.settings = settings(
     NetworkMachine.TestCase.settings, stateful_step_count=STEPS
 )
 TestNetwork = NetworkMachine.TestCase
+
+
+# --- rudp.core.state.StateMachine: the table plus the two facts no state holds ----------
+
+
+@pytest.mark.parametrize(("pair", "target"), sorted(TRANSITIONS.items()))
+def test_machine_follows_the_table(
+    pair: tuple[ConnectionState, Input], target: ConnectionState
+) -> None:
+    """§5: a fresh machine in any state takes exactly the table's pairs, to their target."""
+    state, inp = pair
+    machine = StateMachine(state)
+    assert machine.allows(inp)
+    assert machine.apply(inp)
+    assert machine.state is target
+    assert machine.close_deferred == (pair in DEFERRING)
+    assert machine.connected == (pair in ESTABLISHING)
+
+
+@pytest.mark.parametrize("state", list(ConnectionState))
+def test_machine_refuses_pairs_outside_the_table(state: ConnectionState) -> None:
+    """§5: a pair missing from the table changes nothing."""
+    for inp in Input:
+        if (state, inp) not in TRANSITIONS:
+            machine = StateMachine(state)
+            assert not machine.allows(inp)
+            assert not machine.apply(inp)
+            assert machine.state is state and not machine.connected
+
+
+@pytest.mark.parametrize("pair", sorted(ESTABLISHING))
+def test_a_close_deferred_during_the_handshake_is_taken_when_it_ends(
+    pair: tuple[ConnectionState, Input],
+) -> None:
+    """§5: CLOSE during the handshake refuses SEND, then lands in CLOSING, not ESTABLISHED."""
+    state, finishing = pair
+    machine = StateMachine(state)
+    assert machine.apply(Input.CLOSE)
+    assert machine.state is state and machine.close_deferred
+    assert not machine.allows(Input.SEND)
+    assert not machine.apply(Input.SEND)
+    assert machine.apply(finishing)
+    assert machine.state is ConnectionState.CLOSING
+    assert machine.connected and not machine.close_deferred
+
+
+def test_connected_outlives_the_connection() -> None:
+    """``connected`` tells a connection that failed after opening from one that never did."""
+    opened = StateMachine(ConnectionState.SYN_SENT)
+    assert opened.apply(Input.RECV_SYN_ACK) and opened.apply(Input.RECV_RESET)
+    never = StateMachine(ConnectionState.SYN_SENT)
+    assert never.apply(Input.RECV_RESET)
+    assert opened.state is never.state is ConnectionState.FAILED
+    assert opened.connected and not never.connected
+
+
+def test_close_done_turns_true_when_our_fin_is_acknowledged() -> None:
+    """``Association.close_done`` (what a blocking close() waits for) follows the core."""
+    client_ep = Endpoint(rng=random.Random(1))
+    server_ep = Endpoint(accepting=True, rng=random.Random(2))
+    assoc = client_ep.connect("server", 0.0)
+
+    def exchange() -> None:
+        for _ in range(10):
+            for data, _address in client_ep.datagrams_to_send(0.0):
+                server_ep.receive_datagram(data, "client", 0.0)
+            for data, _address in server_ep.datagrams_to_send(0.0):
+                client_ep.receive_datagram(data, "server", 0.0)
+
+    exchange()
+    assoc.send(b"last words")
+    assoc.close(0.0)
+    assert assoc.connection.state is ConnectionState.CLOSING and not assoc.close_done
+    exchange()  # our FIN is acknowledged, and the server closes in turn
+    assert assoc.connection.state is ConnectionState.TIME_WAIT
+    assert assoc.close_done and assoc.connection.send_queue_bytes == 0

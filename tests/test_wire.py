@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 import zlib
 
@@ -9,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rudp.core import wire
+from rudp.core import endpoint, wire
+from rudp.core.connection import SansIOConnection
+from rudp.core.state import ConnectionState
 from rudp.core.wire import Packet, PacketType
 from rudp.errors import BadPacket
 
@@ -130,3 +133,87 @@ def test_expand_seq_across_the_wrap() -> None:
     top = (1 << 32) - 2
     assert wire.expand_seq(3, top) == (1 << 32) + 3
     assert wire.expand_seq(top - 1, (1 << 32) + 3) == top - 1
+
+
+# --- the core's encoders: the same layout as ``encode``, fields in, full sequence numbers --
+
+
+@given(
+    ptype=st.sampled_from([PacketType.ACK, PacketType.PING, PacketType.RESET]),
+    flags=st.sampled_from([0, int(wire.Flags.ACK_NOW)]),
+    connection_id=st.integers(0, (1 << 64) - 1),
+    seq=st.integers(0, 1 << 40),
+    ack=st.integers(0, 1 << 40),
+    window=st.integers(0, 0xFFFF),
+    sack=st.lists(
+        st.tuples(st.integers(0, 1 << 40), st.integers(0, 1 << 40)),
+        max_size=wire.MAX_SACK_BLOCKS,
+    ),
+)
+def test_encode_fields_is_encode_with_32_bit_sequence_numbers(
+    ptype: PacketType,
+    flags: int,
+    connection_id: int,
+    seq: int,
+    ack: int,
+    window: int,
+    sack: list[tuple[int, int]],
+) -> None:
+    """Section 7.3: only the low 32 bits of seq, ack and SACK edges go on the wire."""
+    datagram = wire.encode_fields(ptype, flags, connection_id, seq, ack, window, sack=sack)
+    wire_sack = tuple((wire.wire_seq(s), wire.wire_seq(e)) for s, e in sack)
+    packet = Packet(
+        ptype,
+        flags,
+        connection_id,
+        wire.wire_seq(seq),
+        wire.wire_seq(ack),
+        window,
+        0,
+        wire_sack,
+        b"",
+    )
+    assert datagram == wire.encode(packet) == wire.reference_encode(packet)
+    assert wire.decode(datagram) == packet
+    assert wire.encoded_size(packet) == len(datagram)
+    assert wire.decode(datagram).ack_now == bool(flags)
+
+
+def test_encode_data_batch_is_encode_per_packet() -> None:
+    """DATA and FIN datagrams of one batch share the ack and window; ACK_NOW marks resends."""
+    payload = b"fragment"
+    batch = [
+        ((1 << 32) + 5, payload, 2, False, False),
+        (7, memoryview(payload)[2:], 0, False, True),
+        (8, b"", 0, True, False),
+    ]
+    datagrams = wire.encode_data_batch(0xABC, (1 << 33) + 9, 300, batch)
+    expected = [
+        Packet(PacketType.DATA, 0, 0xABC, 5, 9, 300, 2, (), payload),
+        Packet(PacketType.DATA, int(wire.Flags.ACK_NOW), 0xABC, 7, 9, 300, 0, (), payload[2:]),
+        Packet(PacketType.FIN, 0, 0xABC, 8, 9, 300, 0, (), b""),
+    ]
+    assert datagrams == [wire.reference_encode(p) for p in expected]
+    assert [wire.decode(d) for d in datagrams] == expected
+    assert [wire.encoded_size(p) for p in expected] == [len(d) for d in datagrams]
+
+
+def test_a_routed_syn_has_its_handshake_block_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint decodes a SYN's block to route it and hands it on to the core."""
+    calls: list[bytes] = []
+    real = wire.decode_handshake
+
+    def counting(payload: bytes) -> wire.Handshake:
+        calls.append(payload)
+        return real(payload)
+
+    monkeypatch.setattr(wire, "decode_handshake", counting)
+    monkeypatch.setattr(endpoint, "decode_handshake", counting)
+    client = SansIOConnection(is_client=True, rng=random.Random(1))
+    client.connect(0.0)
+    (syn,) = client.datagrams_to_send(0.0)
+    server = endpoint.Endpoint(accepting=True, rng=random.Random(2))
+    server.receive_datagram(syn, ("10.0.0.1", 1000), 0.0)
+    assoc = server.accept()
+    assert assoc is not None and assoc.connection.state is ConnectionState.SYN_RECEIVED
+    assert len(calls) == 1

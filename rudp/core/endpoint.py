@@ -24,8 +24,9 @@ Addresses are opaque hashable values (the driver normalises them, e.g. IPv6
 
 ``receive_datagram(data, address, now)`` / ``receive_datagrams(pairs, now)``
     Route what the socket read.  The datagram is decoded once with
-    ``rudp.core.wire.decode``; a SYN (connection id 0) goes to the connection made
-    for (address, the SYN's source connection id), created if accepting; any
+    ``rudp.core.wire.decode`` (a SYN's handshake block too, handed to the core with
+    it); a SYN (connection id 0) goes to the connection made for (address, the
+    SYN's source connection id), created if accepting; any
     other packet goes to the connection whose *local* id is in its header.  An
     undecodable datagram, an unknown or closed connection id, a packet whose
     source address differs from the connection's peer (no migration in
@@ -103,7 +104,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rudp.config import Config
-from rudp.core.wire import Packet, PacketType, decode, decode_handshake
+from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake
 from rudp.errors import BadPacket
 from rudp.events import Connected, Event, Failed
 
@@ -125,6 +126,9 @@ class ConnectionLike(Protocol):
     @property
     def is_established(self) -> bool: ...
 
+    @property
+    def close_done(self) -> bool: ...
+
     def connect(self, now: float) -> None: ...
 
     def close(self, now: float) -> None: ...
@@ -135,7 +139,9 @@ class ConnectionLike(Protocol):
 
     def receive_datagram(self, data: bytes, now: float) -> None: ...
 
-    def receive_packet(self, packet: Packet, now: float) -> None: ...
+    def receive_packet(
+        self, packet: Packet, now: float, handshake: Handshake | None = None
+    ) -> None: ...
 
     def datagrams_to_send(self, now: float) -> list[bytes]: ...
 
@@ -237,6 +243,15 @@ class Association:
             f"{'client' if self.initiated_locally else 'server'} "
             f"id={self.connection.local_connection_id}>"
         )
+
+    @property
+    def close_done(self) -> bool:
+        """Our FIN, after all our data, is acknowledged, or the connection is over.
+
+        The core's ``close_done``: a driver's blocking ``close()`` may return.
+        """
+        done: bool = self.connection.close_done
+        return done
 
     @property
     def paused(self) -> bool:
@@ -381,9 +396,16 @@ class Endpoint:
             self.stats.bad_datagrams += 1
             return
         if packet.type is PacketType.SYN and packet.connection_id == 0:
-            assoc = self._route_syn(packet, address, now)
+            try:
+                handshake = decode_handshake(packet.payload)
+            except BadPacket:
+                self.stats.bad_datagrams += 1
+                return
+            assoc = self._route_syn(handshake, address)
             if assoc is None:
                 return
+            # The core gets the block decoded here: a SYN's handshake is decoded once.
+            assoc.connection.receive_packet(packet, now, handshake)
         else:
             found = self._by_id.get(packet.connection_id)
             if found is None:
@@ -393,15 +415,10 @@ class Endpoint:
                 self.stats.wrong_address += 1
                 return
             assoc = found
-        assoc.connection.receive_packet(packet, now)  # decoded once, here
+            assoc.connection.receive_packet(packet, now)  # decoded once, here
         self._touch(assoc)
 
-    def _route_syn(self, packet: Packet, address: Address, now: float) -> Association | None:
-        try:
-            handshake = decode_handshake(packet.payload)
-        except BadPacket:
-            self.stats.bad_datagrams += 1
-            return None
+    def _route_syn(self, handshake: Handshake, address: Address) -> Association | None:
         key = (address, handshake.source_connection_id)
         assoc = self._by_syn.get(key)
         if assoc is not None:

@@ -1,9 +1,11 @@
 """The connection state machine, as data.
 
 Everything that affects a connection's state lives here: the states, the
-inputs that can move it, and the one table ``TRANSITIONS`` mapping
-``(state, input)`` to the next state.  ``rudp.core.connection`` changes state only
-by looking an input up in this table; it never assigns a state directly.
+inputs that can move it, the one table ``TRANSITIONS`` mapping ``(state, input)``
+to the next state, the two facts a state alone does not tell (``StateMachine``:
+whether the handshake ever finished, and a ``close()`` deferred during it), and
+the groups of states the connection asks about.  ``rudp.core.connection`` changes
+state only through ``StateMachine.apply``; it never assigns a state directly.
 
 A pair that is *not* in the table is a protocol error, handled by the kind of
 input (see ``Input``):
@@ -196,6 +198,75 @@ TERMINAL = frozenset({S.CLOSED, S.FAILED})
 
 HANDSHAKING = frozenset({S.INITIAL, S.LISTEN, S.SYN_SENT, S.SYN_RECEIVED})
 """States before the handshake finished (an endpoint treats them as half-open)."""
+
+OPEN = frozenset(_DATA_STATES)
+"""After the handshake and before TIME_WAIT: data flows and keepalives run."""
+
+SYNCHRONIZED = OPEN | {S.TIME_WAIT}
+"""Both sequence spaces are known (RFC 9293's synchronized states): data, acks and pings
+are sent; in TIME_WAIT only to re-acknowledge the peer's FIN."""
+
+CLOSE_DONE = frozenset({S.FIN_WAIT, S.TIME_WAIT, S.CLOSED, S.FAILED})
+"""Our FIN, sent after all our data, is acknowledged, or the connection is over: a
+blocking ``close()`` may return (``SansIOConnection.close_done``)."""
+
+DEFERRING = frozenset({(S.LISTEN, I.CLOSE), (S.SYN_SENT, I.CLOSE), (S.SYN_RECEIVED, I.CLOSE)})
+"""CLOSE during the handshake: the state stays and ``StateMachine.close_deferred`` is set;
+CLOSE is taken on entering ESTABLISHED, and SEND is refused meanwhile."""
+
+ESTABLISHING = frozenset({(S.SYN_SENT, I.RECV_SYN_ACK), (S.SYN_RECEIVED, I.HANDSHAKE_ACKED)})
+"""The pairs that finish the handshake: they set ``StateMachine.connected`` and release a
+deferred close."""
+
+
+class StateMachine:
+    """One connection's walk through ``TRANSITIONS``, with the two facts no state holds.
+
+    ``connected`` says the handshake finished; it stays true after the end, so a
+    connection that failed after opening can be told from one that never opened.
+    ``close_deferred`` says ``close()`` was called during the handshake (``DEFERRING``);
+    the pair of ``ESTABLISHING`` that ends the handshake then goes on through CLOSE, so
+    the connection lands in CLOSING.  Both change only in ``apply``.
+    """
+
+    __slots__ = ("close_deferred", "connected", "state")
+
+    def __init__(self, state: ConnectionState) -> None:
+        self.state = state
+        """The current state."""
+        self.connected = False
+        """The handshake finished (``Connected`` was reported)."""
+        self.close_deferred = False
+        """``close()`` was called during the handshake and is not yet taken."""
+
+    def allows(self, inp: Input) -> bool:
+        """Whether ``apply(inp)`` would succeed (and change nothing yet)."""
+        if self.close_deferred and inp is I.SEND:
+            return False
+        return (self.state, inp) in TRANSITIONS
+
+    def apply(self, inp: Input) -> bool:
+        """Take ``inp``: move along ``TRANSITIONS``; False (and no change) if not allowed."""
+        key = (self.state, inp)
+        target = TRANSITIONS.get(key)
+        if target is None:
+            return False
+        if self.connected:
+            # After the handshake the table alone decides (both facts are settled).
+            self.state = target
+            return True
+        if self.close_deferred and inp is I.SEND:
+            return False
+        self.state = target
+        if key in DEFERRING:
+            self.close_deferred = True
+        elif key in ESTABLISHING:
+            self.connected = True
+            if self.close_deferred:
+                self.close_deferred = False
+                self.state = TRANSITIONS[(target, I.CLOSE)]
+        return True
+
 
 PACKET_INPUTS: dict[int, Input] = {
     1: I.RECV_SYN,

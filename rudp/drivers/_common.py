@@ -21,7 +21,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from rudp.config import MIB, Config
-from rudp.core.state import ConnectionState
 from rudp.errors import (
     ConnectionAborted,
     ConnectionFailed,
@@ -41,14 +40,13 @@ from rudp.events import (
 )
 
 if TYPE_CHECKING:
-    from rudp.core.endpoint import Association
+    pass
 
 __all__ = [
     "FAILURE_EXCEPTIONS",
     "Address",
     "ConnectionLedger",
     "DriverOptions",
-    "close_done",
     "default_local_address",
     "drain",
     "failure_error",
@@ -355,26 +353,3 @@ class ConnectionLedger:
         failed = self.failed
         assert failed is not None
         return failure_error(failed.reason, self.undelivered, failed.kind, address=address)
-
-
-# until core exposes close_done: the states in which SansIOConnection.close_done is true
-_CLOSE_DONE_STATES = frozenset(
-    {
-        ConnectionState.FIN_WAIT,  # our FIN, sent after all our data, is acknowledged
-        ConnectionState.TIME_WAIT,
-        ConnectionState.CLOSED,
-        ConnectionState.FAILED,
-    }
-)
-
-
-def close_done(assoc: Association) -> bool:
-    """Everything we sent, FIN included, is acknowledged, or the connection is over.
-
-    What a lingering ``close()`` waits for (``SansIOConnection.close_done``).
-    """
-    connection = assoc.connection
-    done = getattr(connection, "close_done", None)
-    if done is None:  # until core exposes close_done
-        done = connection.state in _CLOSE_DONE_STATES
-    return bool(done)

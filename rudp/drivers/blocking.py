@@ -48,7 +48,7 @@ from typing import Any, Protocol
 
 from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
-from rudp.drivers._common import ConnectionLedger, DriverOptions, close_done, drain, udp_socket
+from rudp.drivers._common import ConnectionLedger, DriverOptions, drain, udp_socket
 from rudp.errors import Timeout
 from rudp.events import MessageReceived
 
@@ -94,7 +94,7 @@ def acknowledged(assoc: Association) -> bool:
 
 def close_complete(assoc: Association) -> bool:
     """A lingering ``close()`` may stop waiting: our FIN is acknowledged, or the end came."""
-    return ledger(assoc).terminated or close_done(assoc)
+    return ledger(assoc).terminated or assoc.close_done
 
 
 class _Closeable(Protocol):

@@ -1,0 +1,220 @@
+"""The opening handshake (specs/protocol.md section 6.2), sans-IO like the rest of the core.
+
+``Opening`` handles what only the handshake needs: the SYN and SYN_ACK packets
+and the first packet that acknowledges a SYN_ACK, what they tell about the peer
+(its connection id, initial sequence number and datagram size), our own SYN or
+SYN_ACK and its retransmission (the same RTO and give-up budget as data,
+section 9), Karn's rule for its RTT sample, and the server's anti-amplification
+limit.  It moves the connection's ``StateMachine`` like every other part, and
+reports to ``rudp.core.connection`` what the connection must count or remember.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+from rudp.config import Config
+from rudp.core import wire
+from rudp.core.receiver import Receiver
+from rudp.core.sender import Sender
+from rudp.core.state import ConnectionState, Input, StateMachine
+from rudp.core.wire import Handshake, Packet, PacketType
+from rudp.errors import BadPacket
+from rudp.events import Connected, Event
+
+MAX_UNVERIFIED_SYN_ACK_RETRANSMITS = 2
+"""Timer-driven SYN_ACK retransmissions before the client proved its address (a spoofed
+SYN then costs at most three SYN_ACKs)."""
+
+REJECTED: Final = 0
+"""Result: the packet is not acceptable here; the connection drops and counts it."""
+HEARD: Final = 1
+"""Result: an authentic handshake packet (the peer is alive)."""
+OPENED: Final = 2
+"""Result: the handshake finished; ``Connected`` was queued."""
+
+
+def _block(packet: Packet) -> Handshake | None:
+    """The handshake block a SYN or SYN_ACK carries, or None if it does not parse."""
+    try:
+        return wire.decode_handshake(packet.payload)
+    except BadPacket:
+        return None
+
+
+class Opening:
+    """One connection's handshake: the peer it learns, and our SYN or SYN_ACK."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        is_client: bool,
+        local_connection_id: int,
+        initial_sequence: int,
+        machine: StateMachine,
+        sender: Sender,
+        receiver: Receiver,
+        events: deque[Event],
+    ) -> None:
+        self._config = config
+        self._is_client = is_client
+        self._local_id = local_connection_id
+        self._isn = initial_sequence
+        self._sm = machine
+        self._sender = sender
+        self._receiver = receiver
+        self._events = events
+        self.remote_connection_id: int | None = None
+        """The peer's connection id, once its SYN or SYN_ACK told us."""
+        self.peer_isn: int | None = None
+        """The peer's initial sequence number, likewise."""
+        self.max_datagram = config.max_datagram_size
+        """The effective datagram size: ours, then the smaller of ours and the peer's."""
+        self.sack_limit = self._sack_limit(self.max_datagram)
+        """SACK blocks that fit in one ACK of ``max_datagram`` bytes."""
+        self.deadline: float | None = None
+        """When our SYN / SYN_ACK is retransmitted (None: not armed)."""
+        self.due = False
+        """Our SYN / SYN_ACK goes out with the next ``datagram()``."""
+        self._sent = 0.0  # when the first SYN / SYN_ACK went out (the RTT sample's start)
+        self._retries = 0  # handshake timeouts so far: the give-up budget
+        self._resent = False  # sent more than once: Karn's rule forbids an RTT sample
+
+    @staticmethod
+    def _sack_limit(size: int) -> int:
+        return min(wire.MAX_SACK_BLOCKS, (size - wire.OVERHEAD) // wire.SACK_SIZE)
+
+    def start(self, now: float) -> None:
+        """Our SYN / SYN_ACK is due now, and again after one RTO unless answered."""
+        self.due = True
+        self._sent = now
+        self.deadline = now + self._sender.rtt.rto
+
+    # --- packets --------------------------------------------------------------------------
+
+    def on_syn(self, packet: Packet, now: float, handshake: Handshake | None = None) -> int:
+        """A SYN: the server learns its client (LISTEN), or resends its SYN_ACK.
+
+        ``handshake`` is the SYN's block if an endpoint already decoded it (for routing).
+        """
+        if handshake is None and (handshake := _block(packet)) is None:
+            return REJECTED
+        if packet.connection_id != 0 or handshake.source_connection_id == 0:
+            return REJECTED  # section 6.1: a SYN carries 0, and its sender's id is never 0
+        if self._sm.state is ConnectionState.SYN_RECEIVED:
+            if (
+                handshake.source_connection_id != self.remote_connection_id
+                or packet.seq != self.peer_isn
+                or not self._sm.apply(Input.RECV_SYN)
+            ):
+                return REJECTED
+            # The client retransmitted its SYN: our SYN_ACK was lost (or is slow).
+            self.due = True
+            self._resent = True
+            return HEARD
+        if not self._sm.apply(Input.RECV_SYN):
+            return REJECTED
+        self._adopt_peer(packet, handshake)
+        self.start(now)
+        return HEARD
+
+    def on_syn_ack(self, packet: Packet, now: float) -> int:
+        """A SYN_ACK: the client's handshake ends, or (ESTABLISHED) it is acknowledged again."""
+        if (handshake := _block(packet)) is None:
+            return REJECTED
+        if self._sm.state is not ConnectionState.SYN_SENT:
+            if not self._sm.apply(Input.RECV_SYN_ACK):
+                return REJECTED
+            # ESTABLISHED: the server retransmitted (our ack was lost); ack again if it is it.
+            if (
+                not self._is_client
+                or packet.seq != self.peer_isn
+                or handshake.source_connection_id != self.remote_connection_id
+            ):
+                return REJECTED
+            self._receiver.ack_now = True
+            return HEARD
+        una = self._sender.snd_una
+        if (
+            wire.expand_seq(packet.ack, una) != una
+            or handshake.source_connection_id == 0
+            or not self._sm.apply(Input.RECV_SYN_ACK)
+        ):
+            return REJECTED
+        self._adopt_peer(packet, handshake)
+        self._receiver.ack_now = True  # the SYN_ACK must be acknowledged (DATA may carry it)
+        self._opened(now)
+        return OPENED
+
+    def on_ack_of_syn_ack(self, packet: Packet, now: float) -> bool:
+        """Server in SYN_RECEIVED: a packet acknowledging our SYN_ACK ends the handshake."""
+        sender = self._sender
+        if wire.expand_seq(packet.ack, sender.snd_nxt) != sender.snd_una:
+            return False
+        self._sm.apply(Input.HANDSHAKE_ACKED)
+        self._opened(now)
+        return True
+
+    def _adopt_peer(self, packet: Packet, handshake: Handshake) -> None:
+        """Take what a SYN or SYN_ACK tells about the peer (section 6.1)."""
+        self.remote_connection_id = handshake.source_connection_id
+        self.peer_isn = packet.seq
+        size = min(self.max_datagram, handshake.max_datagram_size)
+        self.max_datagram = size
+        self.sack_limit = self._sack_limit(size)
+        sender = self._sender
+        sender.set_max_payload(size - wire.OVERHEAD)
+        sender.peer_window = packet.window
+        sender.peer_edge = sender.snd_una + packet.window
+        self._receiver.start(packet.seq + 1)
+
+    def _opened(self, now: float) -> None:
+        if not self._resent:  # Karn (RFC 6298 section 3): no sample from a resent SYN
+            self._sender.rtt.on_sample(now - self._sent)
+        self.deadline = None
+        self.due = False
+        self._events.append(Connected())
+        if self._sm.state is ConnectionState.CLOSING:  # close() was called meanwhile
+            self._sender.request_fin()
+
+    # --- output and timer -----------------------------------------------------------------
+
+    def datagram(self) -> bytes | None:
+        """Our SYN or SYN_ACK if one is due (it carries our handshake block), else None."""
+        if not self.due:
+            return None
+        self.due = False
+        state = self._sm.state
+        if state is ConnectionState.SYN_SENT:
+            ptype, ack = PacketType.SYN, 0  # a SYN acknowledges nothing
+        elif state is ConnectionState.SYN_RECEIVED:
+            ptype, ack = PacketType.SYN_ACK, self._receiver.rcv_next
+        else:
+            return None
+        block = wire.encode_handshake(Handshake(self._local_id, self._config.max_datagram_size))
+        remote = self.remote_connection_id or 0
+        window = self._receiver.window
+        return wire.encode_fields(ptype, 0, remote, self._isn, ack, window, block)
+
+    def on_timeout(self, now: float) -> bool:
+        """The deadline passed: back off and resend (or wait); False once the budget ran out."""
+        self._retries += 1
+        limit = self._config.max_retransmits
+        if limit is not None and self._retries > limit:
+            return False
+        self._sender.timeouts += 1  # counted with the data timeouts (Stats.timeouts)
+        rtt = self._sender.rtt
+        rtt.back_off()
+        if self._is_client or self._retries <= MAX_UNVERIFIED_SYN_ACK_RETRANSMITS:
+            self.due = True
+            self._resent = True
+            self.deadline = now + rtt.rto
+            return True
+        # Anti-amplification (RFC 9000 section 8.1 in spirit): a SYN may be spoofed, so the
+        # server stops retransmitting on its own.  A client that got a SYN_ACK acknowledges
+        # it with its next packet (data or keepalive); one that did not retransmits its SYN,
+        # which we answer.  peer_timeout ends the wait.
+        self.deadline = None
+        return True
