@@ -72,7 +72,7 @@ class Config:
     sent at once for every second packet and for any gap."""
 
     # --- congestion control ------------------------------------------------
-    congestion_control: str = "newreno"
+    congestion_control: str = "bbr"
     """Name in ``rudp.core.congestion.REGISTRY``: "newreno" (RFC 5681/6582), "cubic"
     (RFC 9438), "bbr" (BBR's bandwidth and RTT model; random loss is not taken for
     congestion) or "fixed" (a constant ``max_send_window``, no congestion control)."""

@@ -44,7 +44,7 @@ def test_registry_by_name() -> None:
     assert REGISTRY["fixed"] is Fixed
     assert REGISTRY["cubic"] is Cubic
     assert REGISTRY["bbr"] is Bbr
-    assert isinstance(create(Config()), NewReno)
+    assert isinstance(create(Config()), Bbr)  # the default (specs/protocol.md section 12)
     assert isinstance(create(Config(congestion_control="fixed")), Fixed)
     assert isinstance(create(Config(congestion_control="cubic")), Cubic)
     assert isinstance(create(Config(congestion_control="bbr")), Bbr)

@@ -29,6 +29,7 @@ from typing import ClassVar
 from rudp.config import Config
 from rudp.core import wire
 from rudp.core.handshake import MAX_UNVERIFIED_SYN_ACK_RETRANSMITS, OPENED, REJECTED, Opening
+from rudp.core.recovery import PING
 from rudp.core.receiver import DROPPED, DUPLICATE, FIN_DELIVERED, PROTOCOL_ERROR, Receiver
 from rudp.core.sender import GIVE_UP, Sender
 from rudp.core.state import (
@@ -184,7 +185,10 @@ class SansIOConnection:
             retransmissions=sender.retransmissions,
             fast_retransmits=sender.fast_retransmits,
             timeouts=sender.timeouts,
-            tail_probes=sender.tail_probes,
+            probes_sent=sender.probes_sent,
+            spurious_retransmissions=sender.spurious_retransmissions,
+            min_rtt=rtt.min_rtt,
+            pacing_rate=sender.cc.pacing_rate,
             messages_sent=sender.messages_sent,
             messages_acked=sender.messages_acked,
             messages_delivered=receiver.messages_delivered,
@@ -399,26 +403,38 @@ class SansIOConnection:
             self._dropped += 1
             return False
         sender = self._sender
+        recovery = sender.recovery
         una = sender.snd_una
         window = packet.window
-        if packet.ack == (una & wire.SEQ_MASK) and not packet.sack:
+        expand = wire.expand_seq
+        # Section 8.7: the echo of our packet numbers; one we never sent means forgery.
+        largest = expand(packet.largest_received, recovery.next_pn - 1)
+        if largest >= recovery.next_pn:
+            self._dropped += 1
+            return False
+        if (
+            packet.ack == (una & wire.SEQ_MASK)
+            and not packet.sack
+            and largest == recovery.largest_acked_pn
+        ):
             # Nothing newly acknowledged (the common case on a receiving side): only the
             # peer's window may have moved.
             sender.peer_edge = una + window
             sender.peer_window = window
         else:
             nxt = sender.snd_nxt
-            expand = wire.expand_seq
             ack = expand(packet.ack, nxt)
             sack = [(expand(s, nxt), expand(e, nxt)) for s, e in packet.sack] if packet.sack else []
             if not sender.valid_ack(ack, sack):
                 self._dropped += 1
                 return False
-            sender.on_ack(now, ack, window, sack)
+            ack_delay = packet.ack_delay * wire.ACK_DELAY_UNIT
+            sender.on_ack(now, ack, window, sack, largest, ack_delay)
             if sender.fin_acked:
                 self._on_fin_acked(now)
                 if sm.state in TERMINAL:
                     return False
+        self._receiver.on_packet_number(packet.packet_number, now)
         # Only an authentic, plausible packet proves the peer alive (peer_timeout, keepalive).
         timers = self._timers
         timers.last_heard = now
@@ -459,7 +475,7 @@ class SansIOConnection:
     def _fail(self, inp: Input, reason: str, kind: FailureKind, *, send_reset: bool = True) -> None:
         """Fail through ``inp``; queue a RESET for the peer when it is known."""
         if send_reset and self._opening.remote_connection_id is not None:
-            self._final = [self._control(PacketType.RESET)]
+            self._final = [self._control(PacketType.RESET, None)]
         if self._sm.apply(inp):
             self._failed(reason, kind)
 
@@ -490,15 +506,24 @@ class SansIOConnection:
     # --- output --------------------------------------------------------------------------------
 
     def _control(
-        self, ptype: PacketType, flags: int = 0, sack: Sequence[tuple[int, int]] = ()
+        self,
+        ptype: PacketType,
+        now: float | None,
+        flags: int = 0,
+        sack: Sequence[tuple[int, int]] = (),
     ) -> bytes:
-        """An ACK, PING or RESET: our next sequence number, the current ack and window."""
-        receiver = self._receiver
+        """An ACK, PING or RESET: a packet number, our next sequence number and the acks.
+
+        A PING is ack-eliciting: recovery keeps its record for an RTT sample and the
+        probe timeout.  ``now`` is None only for a RESET queued by ``abort()``.
+        """
+        recovery = self._sender.recovery
+        pn = recovery.allocate_pn()
+        if ptype is PacketType.PING and now is not None:
+            recovery.on_packet_sent(pn, PING, now)
         remote = self._opening.remote_connection_id or 0
-        seq = self._sender.snd_nxt
-        return wire.encode_fields(
-            ptype, flags, remote, seq, receiver.rcv_next, receiver.window, sack=sack
-        )
+        acks = self._receiver.ack_fields(now)
+        return wire.encode_fields(ptype, flags, remote, pn, self._sender.snd_nxt, acks, sack=sack)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Every datagram due now, in order.  Empty after the connection ended."""
@@ -522,18 +547,20 @@ class SansIOConnection:
         if packets:
             self._timers.last_activity = now
             remote = self._opening.remote_connection_id or 0
-            out += wire.encode_data_batch(remote, receiver.rcv_next, receiver.window, packets)
+            out += wire.encode_data_batch(remote, receiver.ack_fields(now), packets)
             if not receiver.ranges:
                 # Every DATA packet carries the cumulative ack and window (piggybacking);
                 # only SACK blocks need a pure ACK.
                 receiver.on_ack_sent()
-        if self._timers.ping_pending:
+        if self._timers.ping_pending or sender.probe_ping:
+            # A keepalive or zero-window probe, or a PTO probe with no data to carry it.
             self._timers.ping_pending = False
-            out.append(self._control(PacketType.PING, Flags.ACK_NOW))
+            sender.probe_ping = False
+            out.append(self._control(PacketType.PING, now, Flags.ACK_NOW))
         deadline = receiver.ack_deadline
         if receiver.ack_now or (deadline is not None and deadline <= now):
             sack = receiver.sack_blocks(self._opening.sack_limit)
-            out.append(self._control(PacketType.ACK, sack=sack))
+            out.append(self._control(PacketType.ACK, now, sack=sack))
             receiver.on_ack_sent()
             self._acks_sent += 1
         self._timers.on_sent(now)
@@ -550,11 +577,12 @@ class SansIOConnection:
         if self._sm.state in TERMINAL:
             return None
         sender = self._sender
+        recovery = sender.recovery
         return earliest(
             self._opening.deadline,
-            sender.rto_deadline,
-            sender.loss_deadline,
-            sender.probe_deadline,
+            recovery.pto_deadline,
+            recovery.loss_deadline,
+            sender.pacing_deadline,
             self._receiver.ack_deadline,
             self._timers.earliest(),
         )
@@ -574,16 +602,14 @@ class SansIOConnection:
             limit = self.config.max_retransmits
             self._give_up(f"peer unreachable: handshake unanswered after {limit} retransmissions")
             return
-        deadline = sender.loss_deadline
+        recovery = sender.recovery
+        deadline = recovery.loss_deadline
         if deadline is not None and now >= deadline:
-            sender.detect_losses(now)
-        deadline = sender.probe_deadline
-        if deadline is not None and now >= deadline:
-            sender.on_probe_timeout(now)
-        deadline = sender.rto_deadline
-        if deadline is not None and now >= deadline and sender.on_timeout(now) == GIVE_UP:
+            recovery.detect_losses(now)
+        deadline = recovery.pto_deadline
+        if deadline is not None and now >= deadline and sender.on_pto(now) == GIVE_UP:
             self._give_up(
-                f"peer unreachable: {sender.consecutive_timeouts - 1} retransmissions unanswered"
+                f"peer unreachable: {sender.consecutive_timeouts - 1} probe timeouts unanswered"
             )
             return
         timers.fire_probes(now)

@@ -116,7 +116,7 @@ class Opening:
             return HEARD
         if not self._sm.apply(Input.RECV_SYN):
             return REJECTED
-        self._adopt_peer(packet, handshake)
+        self._adopt_peer(packet, handshake, now)
         self.start(now)
         return HEARD
 
@@ -143,7 +143,7 @@ class Opening:
             or not self._sm.apply(Input.RECV_SYN_ACK)
         ):
             return REJECTED
-        self._adopt_peer(packet, handshake)
+        self._adopt_peer(packet, handshake, now)
         self._receiver.ack_now = True  # the SYN_ACK must be acknowledged (DATA may carry it)
         self._opened(now)
         return OPENED
@@ -157,7 +157,7 @@ class Opening:
         self._opened(now)
         return True
 
-    def _adopt_peer(self, packet: Packet, handshake: Handshake) -> None:
+    def _adopt_peer(self, packet: Packet, handshake: Handshake, now: float) -> None:
         """Take what a SYN or SYN_ACK tells about the peer (section 6.1)."""
         self.remote_connection_id = handshake.source_connection_id
         self.peer_isn = packet.seq
@@ -169,6 +169,7 @@ class Opening:
         sender.peer_window = packet.window
         sender.peer_edge = sender.snd_una + packet.window
         self._receiver.start(packet.seq + 1)
+        self._receiver.on_packet_number(packet.packet_number, now)
 
     def _opened(self, now: float) -> None:
         if not self._resent:  # Karn (RFC 6298 section 3): no sample from a resent SYN
@@ -195,8 +196,11 @@ class Opening:
             return None
         block = wire.encode_handshake(Handshake(self._local_id, self._config.max_datagram_size))
         remote = self.remote_connection_id or 0
-        window = self._receiver.window
-        return wire.encode_fields(ptype, 0, remote, self._isn, ack, window, block)
+        receiver = self._receiver
+        # A SYN acknowledges nothing; a SYN_ACK echoes the SYN's packet number.
+        acks = receiver.ack_fields(None)._replace(ack=ack)
+        pn = self._sender.recovery.allocate_pn()
+        return wire.encode_fields(ptype, 0, remote, pn, self._isn, acks, block)
 
     def on_timeout(self, now: float) -> bool:
         """The deadline passed: back off and resend (or wait); False once the budget ran out."""

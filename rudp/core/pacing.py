@@ -13,6 +13,12 @@ wakes up late, no more than ``burst`` packets leave back to back.
 
 from __future__ import annotations
 
+import math
+
+
+_EPSILON = 1e-6
+"""Packets: far below one, far above the rounding error of ``tokens + elapsed * rate``."""
+
 
 class Pacer:
     """A token bucket of packets, refilled at the controller's pacing rate."""
@@ -42,7 +48,9 @@ class Pacer:
             tokens = self._tokens + (now - last) * rate
             self._tokens = tokens if tokens < self._burst else self._burst
         self._last = now
-        return int(self._tokens)
+        # The epsilon absorbs float error: at the time ``next_release`` computed, the
+        # bucket must hold a whole packet, or a driver would wake up to send nothing.
+        return int(self._tokens + _EPSILON)
 
     def on_sent(self, count: int) -> None:
         """``count`` packets left (after ``budget`` allowed them)."""
@@ -51,6 +59,8 @@ class Pacer:
 
     def next_release(self, now: float, rate: float | None) -> float | None:
         """When the bucket next holds a whole packet (None: it does now, or no pacing)."""
-        if rate is None or rate <= 0.0 or self._tokens >= 1.0:
+        if rate is None or rate <= 0.0 or self._tokens + _EPSILON >= 1.0:
             return None
-        return now + (1.0 - self._tokens) / rate
+        # Never ``now`` itself: at a huge rate the wait rounds to zero, and a timer due at
+        # ``now`` with no time passing would refill nothing (a driver would spin).
+        return max(now + (1.0 - self._tokens) / rate, math.nextafter(now, math.inf))

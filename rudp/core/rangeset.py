@@ -123,3 +123,26 @@ class RangeSet:
         if limit is None:
             return list(zip(self._starts, self._ends, strict=True))
         return list(zip(self._starts[:limit], self._ends[:limit], strict=True))
+
+    def newest_first(self, limit: int, recent: int | None) -> list[tuple[int, int]]:
+        """Up to ``limit`` ranges: the one holding ``recent`` first, then the highest down.
+
+        This is the order of RFC 2018 section 4 (the block of the most recent
+        arrival first, then the others, most recent first), with "highest" standing
+        in for "most recent": new data arrives at the top of the window.
+        """
+        starts = self._starts
+        ends = self._ends
+        out: list[tuple[int, int]] = []
+        skip = -1
+        if recent is not None:
+            i = bisect_right(starts, recent) - 1
+            if i >= 0 and recent < ends[i]:
+                out.append((starts[i], ends[i]))
+                skip = i
+        i = len(starts) - 1
+        while i >= 0 and len(out) < limit:
+            if i != skip:
+                out.append((starts[i], ends[i]))
+            i -= 1
+        return out

@@ -19,6 +19,7 @@ from typing import Final
 
 from rudp.config import Config
 from rudp.core.rangeset import RangeSet
+from rudp.core.wire import AckFields, ack_delay_units, expand_seq
 from rudp.events import Event, MessageReceived
 
 ACCEPTED: Final = 0
@@ -31,6 +32,10 @@ FIN_DELIVERED: Final = 3
 """``on_data`` result: the peer's FIN became in-order; every message before it is out."""
 PROTOCOL_ERROR: Final = 4
 """``on_data`` result: the peer broke the fragment rules; ``error`` says how."""
+
+MAX_PN_JUMP: Final = 1 << 20
+"""Largest forward jump of the peer's packet numbers we believe (section 8.7): a forged
+packet cannot push the echo beyond what the peer could have sent between two arrivals."""
 
 _Held = tuple[bool, int, bytes]  # (is_fin, fragments_left, payload)
 
@@ -46,6 +51,7 @@ class Receiver:
         self.rcv_next = 0
         """Next in-order sequence number expected: the cumulative ack."""
         self._held: dict[int, _Held] = {}
+        self._last_arrival: int | None = None  # the most recent out-of-order or duplicate seq
         self.ranges = RangeSet()
         """Sequence numbers held above ``rcv_next``: the SACK blocks."""
         self.fin_seq: int | None = None
@@ -74,6 +80,11 @@ class Receiver:
         # Below this advertised window, reading a message triggers a window update.
         self._update_threshold = max(1, config.receive_window // 4)
 
+        # the packet-number echo (specs/protocol.md section 8.7)
+        self.largest_pn = -1
+        """Largest packet number received from the peer, -1 before any."""
+        self._largest_pn_time = 0.0
+
         # counters for Stats
         self.data_packets_received = 0
         self.duplicates = 0
@@ -90,8 +101,15 @@ class Receiver:
         return window if window > 0 else 0
 
     def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
-        """Up to ``limit`` SACK blocks, lowest first (so the oldest holes are repaired first)."""
-        return self.ranges.ranges(limit)
+        """Up to ``limit`` SACK blocks: the most recent arrival's first, then the highest.
+
+        Section 8.2: the sender remembers every block it was told, so what matters is
+        that each arrival is reported; the highest blocks hold the newest arrivals.
+        Reporting the lowest instead would hide the top of the window whenever there
+        are more holes than blocks, and the sender, whose loss detection runs on
+        packet numbers (section 10), would resend what arrived.
+        """
+        return self.ranges.newest_first(limit, self._last_arrival)
 
     def on_data(self, now: float, seq: int, is_fin: bool, fragments_left: int, data: bytes) -> int:
         """Process one DATA or FIN packet (``seq`` already expanded).  Returns a result code."""
@@ -123,6 +141,7 @@ class Receiver:
             # RFC 5681 section 4.2 / RFC 9000 section 13.2.1: a duplicate is acked at once
             # (our earlier ack may have been lost).
             self.duplicates += 1
+            self._last_arrival = seq
             self.ack_now = True
             return DUPLICATE
         fin_seq = self.fin_seq
@@ -146,6 +165,7 @@ class Receiver:
             # Out of order: hold it, ack at once so the sender sees the gap (RFC 5681 4.2).
             self._held[seq] = (is_fin, fragments_left, data)
             self.ranges.add(seq, seq + 1)
+            self._last_arrival = seq
             self.ack_now = True
             return ACCEPTED
         result = self._consume(is_fin, fragments_left, data)
@@ -216,9 +236,24 @@ class Receiver:
         self.unread += packets
         self.messages_delivered += 1
 
-    def on_ack_elicited(self) -> None:
-        """A PING or ACK_NOW flag asks for an immediate ack."""
-        self.ack_now = True
+    def on_packet_number(self, wire_pn: int, now: float) -> None:
+        """A plausible packet of the peer arrived with packet number ``wire_pn`` (32 bits)."""
+        pn = expand_seq(wire_pn, self.largest_pn + 1)
+        if self.largest_pn < pn <= self.largest_pn + MAX_PN_JUMP:
+            self.largest_pn = pn
+            self._largest_pn_time = now
+
+    def ack_fields(self, now: float | None) -> AckFields:
+        """The ack, window, largest packet number and ack delay every packet carries.
+
+        The delay is how long the largest packet number has waited for this
+        datagram (RFC 9000 section 13.2.5), so the peer can take it out of its RTT sample.
+        """
+        largest = self.largest_pn
+        if largest < 0:
+            return AckFields(self.rcv_next, self.window, 0, 0)
+        delay = 0 if now is None else ack_delay_units(now - self._largest_pn_time)
+        return AckFields(self.rcv_next, self.window, largest, delay)
 
     def on_read(self) -> None:
         """The application took one ``MessageReceived``: its packets leave the window.

@@ -276,6 +276,11 @@ class Recovery:
             if packet is None or not packet.in_flight:
                 continue  # judged lost already, or a PING
             acked += 1
+            if pn > largest_pn:
+                # Not received when the peer sent this ack: the data arrived through an
+                # earlier transmission, so this one says nothing about the path's rate
+                # or delay (Karn's ambiguity, resolved by the echo).
+                continue
             if packet.sent_time > newest_sent_time:
                 newest_sent_time = packet.sent_time
             if packet.stamp is not None:

@@ -122,6 +122,8 @@ class Sender:
         self.retransmissions = 0
         self.fast_retransmits = 0
         self.probes_sent = 0
+        self.timeouts = 0
+        """Probe timeouts, and handshake retransmission timeouts (counted by the handshake)."""
         self.spurious_retransmissions = 0
         self.messages_sent = 0
         self.messages_acked = 0
@@ -421,6 +423,7 @@ class Sender:
         without an acknowledgement, else ``RETRY``: one or two probes go out with
         the next packets.  Nothing is declared lost and the window is unchanged.
         """
+        self.timeouts += 1
         if not self.recovery.on_pto(now):
             return GIVE_UP
         self._probes = PTO_PROBES if self.outstanding or self.has_queued else 1

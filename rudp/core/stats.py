@@ -12,7 +12,7 @@ class Stats:
     A frozen copy: reading ``conn.stats`` twice gives two independent snapshots.
     """
 
-    # --- estimates (RFC 6298) ------------------------------------------------
+    # --- estimates (RFC 9002 section 5) -------------------------------------------
     srtt: float | None
     """Smoothed round-trip time, seconds; None before the first sample."""
     rttvar: float | None
@@ -20,7 +20,11 @@ class Stats:
     latest_rtt: float | None
     """The most recent RTT sample, seconds."""
     rto: float
-    """Current retransmission timeout including backoff, seconds."""
+    """The RFC 6298 timeout the handshake uses, seconds (data uses the probe timeout)."""
+    min_rtt: float | None
+    """Smallest RTT sample seen (RFC 9002 section 5.2), seconds."""
+    pacing_rate: float | None
+    """Packets per second the congestion controller lets pacing release (None: unpaced)."""
     # --- windows ---------------------------------------------------------------
     cwnd: int
     """Congestion window, packets."""
@@ -57,10 +61,13 @@ class Stats:
     fast_retransmits: int
     """Packets declared lost by acknowledgements of later ones, by count or time
     (RFC 9002 section 6.1), before any timer expired."""
-    tail_probes: int
-    """Tail-loss probes sent (RFC 8985 section 7)."""
+    probes_sent: int
+    """Probes sent when the probe timeout expired (RFC 9002 section 6.2.4)."""
     timeouts: int
-    """Retransmission-timer expiries (RFC 6298 section 5.4)."""
+    """Probe-timeout expiries (RFC 9002 section 6.2) and handshake retransmission timeouts."""
+    spurious_retransmissions: int
+    """Retransmissions the peer turned out not to need: it acknowledged the data before
+    the retransmission could have reached it (specs/protocol.md section 10)."""
     # --- messages ----------------------------------------------------------------
     messages_sent: int
     """Messages accepted by ``send()``."""

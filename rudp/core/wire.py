@@ -15,18 +15,18 @@ Every function here that reads bytes from the network may raise only
 
 Datagram layout (all integers big-endian)::
 
-    0      1      2      3      4                          12
-    +------+------+------+------+--------------------------+
-    | ver  | type | flags| nsack|   connection id (64)     |
-    +------+------+------+------+--------------------------+
-    12            16            20      22            26     28
-    +-------------+-------------+-------+-------------+------+
-    |  seq (32)   |  ack (32)   | window| frag left   | plen |
-    +-------------+-------------+-------+-------------+------+
-    | nsack x (sack start u32, sack end u32)                  |
-    | payload (plen bytes)                                    |
-    | CRC-32 of everything above (u32)                        |
-    +---------------------------------------------------------+
+    0      1      2      3      4                          12            16
+    +------+------+------+------+--------------------------+-------------+
+    | ver  | type | flags| nsack|   connection id (64)     |  pkt num    |
+    +------+------+------+------+--------------------------+-------------+
+    16            20            24            28      30      32      34            38
+    +-------------+-------------+-------------+-------+-------+-------------+------+
+    |  seq (32)   |  ack (32)   | largest rcvd| ack dl| window| frag left   | plen |
+    +-------------+-------------+-------------+-------+-------+-------------+------+
+    | nsack x (sack start u32, sack end u32)                                      |
+    | payload (plen bytes)                                                        |
+    | CRC-32 of everything above (u32)                                            |
+    +-----------------------------------------------------------------------------+
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ import construct as cs
 
 from rudp.errors import BadPacket
 
-VERSION = 1
-"""The only version this implementation speaks (specs/protocol.md section 13)."""
+VERSION = 2
+"""The only version this implementation speaks (specs/protocol.md section 15).  Version 2
+added the packet number, the echo of the largest one received and the ack delay."""
 
 
 class PacketType(enum.IntEnum):
@@ -97,8 +98,11 @@ HEADER = cs.Struct(
     "flags" / cs.Int8ub,
     "sack_count" / cs.Int8ub,
     "connection_id" / cs.Int64ub,
+    "packet_number" / cs.Int32ub,  # this transmission's number (RFC 9000 section 12.3)
     "seq" / cs.Int32ub,
     "ack" / cs.Int32ub,
+    "largest_received" / cs.Int32ub,  # the largest packet number received from the peer
+    "ack_delay" / cs.Int16ub,  # how long that packet waited for this ack, ACK_DELAY_UNIT units
     "window" / cs.Int16ub,
     "fragments_left" / cs.Int32ub,
     "payload_length" / cs.Int16ub,
@@ -166,6 +170,9 @@ _PAYLOAD_RULED = frozenset(PacketType) - {PacketType.DATA}
 """Types whose payload ``_check_semantics`` rules on (DATA may carry anything)."""
 _MAX_U16 = 0xFFFF
 _MAX_U32 = 0xFFFFFFFF
+ACK_DELAY_UNIT = 8e-6
+"""Seconds per unit of ``ack_delay``: 8 us, QUIC's default ack_delay_exponent of 3
+(RFC 9000 section 18.2), so the 16-bit field spans 0.52 s, far above max_ack_delay."""
 _MAX_U64 = (1 << 64) - 1
 # Plain int: ``flags & Flags.ACK_NOW`` builds a new IntFlag (measured 0.56 us, a tenth of
 # a whole packet's cost in the core packet-rate benchmark).
@@ -189,6 +196,13 @@ class Packet(NamedTuple):
     fragments_left: int
     sack: tuple[tuple[int, int], ...]
     payload: bytes
+    packet_number: int = 0
+    """This transmission's packet number, low 32 bits (specs/protocol.md section 8.7)."""
+    largest_received: int = 0
+    """Low 32 bits of the largest packet number the sender has received from us."""
+    ack_delay: int = 0
+    """How long the sender held ``largest_received`` before this packet, in
+    ``ACK_DELAY_UNIT`` units (RFC 9000 section 13.2.5)."""
 
     @property
     def ack_now(self) -> bool:
@@ -236,6 +250,9 @@ def _pack(
     fragments_left: int,
     sack: Sequence[tuple[int, int]],
     payload: Payload,
+    packet_number: int,
+    largest_received: int,
+    ack_delay: int,
 ) -> bytes:
     """Header, SACK blocks, payload and CRC-32: the one place that lays out a datagram.
 
@@ -247,8 +264,11 @@ def _pack(
         flags,
         len(sack),
         connection_id,
+        packet_number,
         seq,
         ack,
+        largest_received,
+        ack_delay,
         window,
         fragments_left,
         len(payload),
@@ -271,45 +291,83 @@ def encode(packet: Packet) -> bytes:
         raise ValueError("payload too long for one datagram")
     if packet.flags & ~KNOWN_FLAGS:
         raise ValueError("reserved flag bits set")
-    return _pack(*packet)
+    try:
+        return _pack(*packet)
+    except struct.error as exc:  # a field out of its range
+        raise ValueError(str(exc)) from exc
+
+
+class AckFields(NamedTuple):
+    """What every datagram after the handshake says about the other direction.
+
+    Full (unbounded) numbers: the encoders keep their low 32 bits.
+    """
+
+    ack: int
+    """The cumulative ack (section 8.1)."""
+    window: int
+    """The receive window from ``ack`` on (section 11)."""
+    largest_received: int
+    """The largest packet number received from the peer (section 8.7), 0 before any."""
+    ack_delay: int
+    """How long that packet has waited, in ``ACK_DELAY_UNIT`` units (already clamped)."""
+
+
+def ack_delay_units(seconds: float) -> int:
+    """An ack delay for the wire: ``ACK_DELAY_UNIT`` units, clamped to the 16-bit field."""
+    units = int(seconds / ACK_DELAY_UNIT)
+    return units if units < _MAX_U16 else _MAX_U16
 
 
 def encode_fields(
     ptype: int,
     flags: int,
     connection_id: int,
+    packet_number: int,
     seq: int,
-    ack: int,
-    window: int,
+    acks: AckFields,
     payload: Payload = b"",
     sack: Sequence[tuple[int, int]] = (),
 ) -> bytes:
     """The connection's encoder for one control or handshake datagram (no ``Packet`` built).
 
-    ``seq``, ``ack`` and the SACK edges may be full sequence numbers: only their
-    low 32 bits go on the wire (section 7.3).  The caller builds only valid
+    ``seq``, the numbers in ``acks`` and the SACK edges may be full ones: only
+    their low 32 bits go on the wire (section 7.3).  The caller builds only valid
     packets (at most ``MAX_SACK_BLOCKS`` blocks, known flags), so nothing is checked.
     """
     if sack:
         sack = [(start & _MAX_U32, end & _MAX_U32) for start, end in sack]
     return _pack(
-        ptype, flags, connection_id, seq & _MAX_U32, ack & _MAX_U32, window, 0, sack, payload
+        ptype,
+        flags,
+        connection_id,
+        seq & _MAX_U32,
+        acks.ack & _MAX_U32,
+        acks.window,
+        0,
+        sack,
+        payload,
+        packet_number & _MAX_U32,
+        acks.largest_received & _MAX_U32,
+        acks.ack_delay,
     )
 
 
 def encode_data_batch(
     connection_id: int,
-    ack: int,
-    window: int,
-    packets: Iterable[tuple[int, Payload, int, bool, bool]],
+    acks: AckFields,
+    packets: Iterable[tuple[int, int, Payload, int, bool, bool]],
 ) -> list[bytes]:
-    """DATA (or FIN) datagrams for ``(seq, payload, fragments_left, is_fin, ack_now)`` tuples.
+    """DATA (or FIN) datagrams for the sender's ``(pn, seq, payload, fragments_left,
+    is_fin, ack_now)`` tuples (``rudp.core.sender.Sender.next_packets``).
 
-    Every one carries the same ack and window and no SACK blocks (the sender's
-    packets as ``rudp.core.sender.Sender.next_packets`` returns them; ``ack_now``
-    sets ``Flags.ACK_NOW``).  Sequence numbers may be full ones, as in ``encode_fields``.
+    Every one carries the same ``acks`` and no SACK blocks; ``ack_now`` sets
+    ``Flags.ACK_NOW``.  Numbers may be full ones, as in ``encode_fields``.
     """
-    ack &= _MAX_U32
+    ack = acks.ack & _MAX_U32
+    window = acks.window
+    largest = acks.largest_received & _MAX_U32
+    delay = acks.ack_delay
     data, fin, flag = PacketType.DATA, PacketType.FIN, Flags.ACK_NOW  # loop invariants
     return [
         _pack(
@@ -322,8 +380,11 @@ def encode_data_batch(
             fragments_left,
             (),
             payload,
+            pn & _MAX_U32,
+            largest,
+            delay,
         )
-        for seq, payload, fragments_left, is_fin, ack_now in packets
+        for pn, seq, payload, fragments_left, is_fin, ack_now in packets
     ]
 
 
@@ -351,8 +412,11 @@ def decode(data: bytes) -> Packet:
         flags,
         sack_count,
         connection_id,
+        packet_number,
         seq,
         ack,
+        largest_received,
+        ack_delay,
         window,
         fragments_left,
         payload_length,
@@ -398,6 +462,9 @@ def decode(data: bytes) -> Packet:
             fragments_left,
             sack,
             payload,
+            packet_number,
+            largest_received,
+            ack_delay,
         ),
     )
     if packet_type in _PAYLOAD_RULED:
@@ -436,8 +503,11 @@ def reference_encode(packet: Packet) -> bytes:
             "flags": packet.flags,
             "sack_count": len(packet.sack),
             "connection_id": packet.connection_id,
+            "packet_number": packet.packet_number,
             "seq": packet.seq,
             "ack": packet.ack,
+            "largest_received": packet.largest_received,
+            "ack_delay": packet.ack_delay,
             "window": packet.window,
             "fragments_left": packet.fragments_left,
             "payload_length": len(packet.payload),
@@ -485,6 +555,9 @@ def reference_decode(data: bytes) -> Packet:
         header.fragments_left,
         tuple((block.start, block.end) for block in body.sack),
         bytes(body.payload),
+        header.packet_number,
+        header.largest_received,
+        header.ack_delay,
     )
     _check_semantics(packet)
     return packet
