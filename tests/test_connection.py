@@ -144,7 +144,8 @@ def test_both_directions_at_once() -> None:
 
 def test_empty_and_multi_fragment_messages() -> None:
     pair = ConnectionPair(Config(max_datagram_size=200))
-    msgs = [b"", b"x" * 168, b"y" * 169, b"", bytes(range(256)) * 40, b""]
+    full = 200 - wire.OVERHEAD  # exactly one fragment's payload
+    msgs = [b"", b"x" * full, b"y" * (full + 1), b"", bytes(range(256)) * 40, b""]
     for m in msgs:
         pair.client.send(m)
     pair.client.connect(pair.now)
