@@ -114,8 +114,11 @@ HEAVY_LOSS_MIN_PACKETS = 100
 """Packets (lost + delivered) a heavy-loss judgement needs; whole rounds are pooled."""
 QUEUE_DELAY_FRACTION = 0.25
 """A standing queue is a round minimum RTT above min_rtt by this fraction of it..."""
-QUEUE_DELAY_FLOOR = 0.001
-"""...and by at least this many seconds."""
+QUEUE_DELAY_FLOOR = 0.004
+"""...and by at least this many seconds.  On a 2 ms path a quarter of min_rtt is half a
+millisecond, less than the queue BBR's own 2 x BDP window and the peer's delayed acks
+keep; a 1 ms floor took 10% random loss for congestion there (0.77 of the link against
+1.0 with 4 ms).  A full one-BDP queue of any path is still far above it."""
 NO_QUEUE_FRACTION = 0.1
 """A round whose largest RTT stays within this fraction of min_rtt (and the floor) saw no
 queue at all: only such rounds teach ``random_loss``."""
@@ -433,15 +436,15 @@ class Bbr(CongestionController):
             window.popleft()
 
     def _update_min_rtt(self, now: float, rtt: float) -> bool:
-        """v1 section 4.1.2.3: a new minimum, or any sample once the old one expired.
+        """v1 section 4.1.2.3: a sample at or below the minimum, or any once it expired.
 
-        "New" is strictly lower, as in Linux's tcp_bbr.c (the draft says <=): on a
-        steady path every sample equals the minimum, and refreshing on those would
-        postpone ProbeRTT forever, however much standing queue another flow keeps.
-        A microsecond of float noise is not a new minimum either.
+        "At or below" is the draft's ``<=`` (Linux uses ``<``): a sample equal to the
+        minimum shows the path still has no queue, so ProbeRTT, which costs about a
+        round trip at half the window, is needed only while a queue hides the base
+        RTT.  A microsecond of float noise counts as equal.
         """
         expired = now > self._min_rtt_stamp + MIN_RTT_WINDOW
-        if rtt < self._min_rtt - TIME_EPSILON or expired:
+        if rtt <= self._min_rtt + TIME_EPSILON or expired:
             self._min_rtt = rtt
             self._min_rtt_stamp = now
         return expired
