@@ -616,6 +616,8 @@ def rudp_send(a: argparse.Namespace) -> None:
     t1 = connected()
     filetransfer.send_file(conn, a.file)  # returns only once the receiver verified the digest
     finished(t0, t1)
+    with open("/tmp/klstats.txt", "a") as f:
+        print(time.perf_counter() - t1, conn.stats, file=f)
     conn.close()
 
 

@@ -533,7 +533,7 @@ class SansIOConnection:
             self._count_sent(final)
             return final
         out: list[bytes] = []
-        if (opening := self._opening.datagram()) is not None:
+        if (opening := self._opening.datagram(now)) is not None:
             out.append(opening)
         if state in SYNCHRONIZED:
             self._send_data(now, out)

@@ -4,7 +4,7 @@
 and the first packet that acknowledges a SYN_ACK, what they tell about the peer
 (its connection id, initial sequence number and datagram size), our own SYN or
 SYN_ACK and its retransmission (the same RTO and give-up budget as data,
-section 9), Karn's rule for its RTT sample, and the server's anti-amplification
+section 9), its RTT sample (named by the peer's packet-number echo), and the server's anti-amplification
 limit.  It moves the connection's ``StateMachine`` like every other part, and
 reports to ``rudp.core.connection`` what the connection must count or remember.
 """
@@ -26,6 +26,9 @@ from rudp.events import Connected, Event
 MAX_UNVERIFIED_SYN_ACK_RETRANSMITS = 2
 """Timer-driven SYN_ACK retransmissions before the client proved its address (a spoofed
 SYN then costs at most three SYN_ACKs)."""
+
+HANDSHAKE_SAMPLES: Final = 8
+"""SYN / SYN_ACK transmissions remembered for the first RTT sample (the newest ones)."""
 
 REJECTED: Final = 0
 """Result: the packet is not acceptable here; the connection drops and counts it."""
@@ -78,9 +81,12 @@ class Opening:
         """When our SYN / SYN_ACK is retransmitted (None: not armed)."""
         self.due = False
         """Our SYN / SYN_ACK goes out with the next ``datagram()``."""
-        self._sent = 0.0  # when the first SYN / SYN_ACK went out (the RTT sample's start)
+        # Packet number -> send time of each SYN / SYN_ACK transmission: the peer's echo
+        # names the one it answered, so even a resent handshake gives an RTT sample
+        # (section 9.1; no Karn ambiguity).  Only the newest HANDSHAKE_SAMPLES are kept:
+        # a peer repeating its SYN cannot grow it.
+        self._sent_at: dict[int, float] = {}
         self._retries = 0  # handshake timeouts so far: the give-up budget
-        self._resent = False  # sent more than once: Karn's rule forbids an RTT sample
 
     @staticmethod
     def _sack_limit(size: int) -> int:
@@ -89,7 +95,6 @@ class Opening:
     def start(self, now: float) -> None:
         """Our SYN / SYN_ACK is due now, and again after one RTO unless answered."""
         self.due = True
-        self._sent = now
         self.deadline = now + self._sender.rtt.rto
 
     # --- packets --------------------------------------------------------------------------
@@ -112,7 +117,6 @@ class Opening:
                 return REJECTED
             # The client retransmitted its SYN: our SYN_ACK was lost (or is slow).
             self.due = True
-            self._resent = True
             return HEARD
         if not self._sm.apply(Input.RECV_SYN):
             return REJECTED
@@ -145,7 +149,7 @@ class Opening:
             return REJECTED
         self._adopt_peer(packet, handshake, now)
         self._receiver.ack_now = True  # the SYN_ACK must be acknowledged (DATA may carry it)
-        self._opened(now)
+        self._opened(packet, now)
         return OPENED
 
     def on_ack_of_syn_ack(self, packet: Packet, now: float) -> bool:
@@ -154,7 +158,7 @@ class Opening:
         if wire.expand_seq(packet.ack, sender.snd_nxt) != sender.snd_una:
             return False
         self._sm.apply(Input.HANDSHAKE_ACKED)
-        self._opened(now)
+        self._opened(packet, now)
         return True
 
     def _adopt_peer(self, packet: Packet, handshake: Handshake, now: float) -> None:
@@ -171,9 +175,15 @@ class Opening:
         self._receiver.start(packet.seq + 1)
         self._receiver.on_packet_number(packet.packet_number, now)
 
-    def _opened(self, now: float) -> None:
-        if not self._resent:  # Karn (RFC 6298 section 3): no sample from a resent SYN
-            self._sender.rtt.on_sample(now - self._sent)
+    def _opened(self, packet: Packet, now: float) -> None:
+        recovery = self._sender.recovery
+        echo = wire.expand_seq(packet.largest_received, recovery.next_pn - 1)
+        sent_at = self._sent_at.get(echo)
+        if sent_at is not None:
+            # The first RTT sample: from the SYN / SYN_ACK transmission the peer answered.
+            delay = min(packet.ack_delay * wire.ACK_DELAY_UNIT, self._config.max_ack_delay)
+            self._sender.rtt.on_sample(now - sent_at, delay)
+        self._sent_at.clear()
         self.deadline = None
         self.due = False
         self._events.append(Connected())
@@ -182,7 +192,7 @@ class Opening:
 
     # --- output and timer -----------------------------------------------------------------
 
-    def datagram(self) -> bytes | None:
+    def datagram(self, now: float) -> bytes | None:
         """Our SYN or SYN_ACK if one is due (it carries our handshake block), else None."""
         if not self.due:
             return None
@@ -200,6 +210,9 @@ class Opening:
         # A SYN acknowledges nothing; a SYN_ACK echoes the SYN's packet number.
         acks = receiver.ack_fields(None)._replace(ack=ack)
         pn = self._sender.recovery.allocate_pn()
+        self._sent_at[pn] = now
+        if len(self._sent_at) > HANDSHAKE_SAMPLES:
+            del self._sent_at[next(iter(self._sent_at))]
         return wire.encode_fields(ptype, 0, remote, pn, self._isn, acks, block)
 
     def on_timeout(self, now: float) -> bool:
@@ -213,7 +226,6 @@ class Opening:
         rtt.back_off()
         if self._is_client or self._retries <= MAX_UNVERIFIED_SYN_ACK_RETRANSMITS:
             self.due = True
-            self._resent = True
             self.deadline = now + rtt.rto
             return True
         # Anti-amplification (RFC 9000 section 8.1 in spirit): a SYN may be spoofed, so the

@@ -62,5 +62,10 @@ class Pacer:
         if rate is None or rate <= 0.0 or self._tokens + _EPSILON >= 1.0:
             return None
         # Never ``now`` itself: at a huge rate the wait rounds to zero, and a timer due at
-        # ``now`` with no time passing would refill nothing (a driver would spin).
-        return max(now + (1.0 - self._tokens) / rate, math.nextafter(now, math.inf))
+        # ``now`` with no time passing would refill nothing (a driver would spin).  And on
+        # a large clock ``now + wait`` rounds down: step up until the refill ``budget``
+        # will compute at that time really holds a packet (a few ulps at most).
+        release = max(now + (1.0 - self._tokens) / rate, math.nextafter(now, math.inf))
+        while self._tokens + (release - now) * rate + _EPSILON < 1.0:
+            release = math.nextafter(release, math.inf)
+        return release

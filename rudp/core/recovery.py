@@ -334,15 +334,19 @@ class Recovery:
         delay = self.rtt.loss_delay()
         self.loss_deadline = None
         lost: list[SentPacket] = []
+        # RFC 9002 section 7.6.2: a run of lost packets is broken only by one that was
+        # acknowledged, which the scan meets as an entry whose record is gone; numbers
+        # taken by pure ACKs leave gaps that do not break it.
+        run_start: float | None = None
+        persistent = False
+        first_sample = self._first_sample_time
+        duration = self.rtt.pto_base(self._config.max_ack_delay) * PERSISTENT_CONGESTION_THRESHOLD
         while order and order[0] < largest:
             pn = order[0]
             packet = sent.get(pn)
             if packet is None:
                 order.popleft()
-                continue
-            if packet.seq == PING:
-                order.popleft()
-                del sent[pn]
+                run_start = None
                 continue
             deadline = packet.sent_time + delay
             if pn > threshold and deadline > now:
@@ -350,11 +354,17 @@ class Recovery:
                 break
             order.popleft()
             del sent[pn]
-            lost.append(packet)
+            if first_sample is not None and packet.sent_time >= first_sample:
+                if run_start is None:
+                    run_start = packet.sent_time
+                elif packet.sent_time - run_start >= duration:
+                    persistent = True
+            if packet.seq != PING:
+                lost.append(packet)
         if lost:
-            self._on_packets_lost(lost, now)
+            self._on_packets_lost(lost, now, persistent)
 
-    def _on_packets_lost(self, lost: list[SentPacket], now: float) -> None:
+    def _on_packets_lost(self, lost: list[SentPacket], now: float, persistent: bool) -> None:
         in_flight_lost = [p for p in lost if p.in_flight]
         self.in_flight -= len(in_flight_lost)
         self.declared_lost += len(lost)
@@ -366,39 +376,11 @@ class Recovery:
                 self._recovery_start = now
                 self._undone = False
             self.cc.on_packets_lost(now, len(in_flight_lost), newest, self.in_flight)
-            if self._persistent_congestion(in_flight_lost):
+            if persistent:
                 self.persistent_congestion_events += 1
                 self.cc.on_persistent_congestion(now)
         for packet in lost:
             self._on_lost(packet.pn, packet.seq, now)
-
-    def _persistent_congestion(self, lost: list[SentPacket]) -> bool:
-        """RFC 9002 section 7.6.2: a run of consecutive lost packets spanning 3 PTOs.
-
-        Only packets sent after the first RTT sample count (section 7.6.2), and the
-        run must not be broken by a packet that was acknowledged: ``lost`` comes
-        from one send-order scan, so consecutive packet numbers with no survivor
-        between them are exactly such a run only if nothing between them is still
-        a record or was delivered; a gap in packet numbers breaks the run.
-        """
-        first_sample = self._first_sample_time
-        if first_sample is None or self.rtt.srtt is None:
-            return False
-        duration = (
-            self.rtt.pto_base(self._config.max_ack_delay) * PERSISTENT_CONGESTION_THRESHOLD
-        )
-        run_start: SentPacket | None = None
-        previous_pn = -2
-        for packet in lost:
-            if packet.sent_time < first_sample:
-                run_start = None
-                continue
-            if run_start is None or packet.pn != previous_pn + 1:
-                run_start = packet
-            previous_pn = packet.pn
-            if packet.sent_time - run_start.sent_time >= duration:
-                return True
-        return False
 
     # --- the probe timeout (RFC 9002 section 6.2) -----------------------------------
 

@@ -79,10 +79,14 @@ class NewReno(CongestionController):
 
     @property
     def pacing_rate(self) -> float | None:
-        """``1.25 * cwnd / srtt`` packets/s (RFC 9002 section 7.7); ``None`` before an RTT."""
-        if self._srtt is None or self._srtt <= 0:
-            return None
-        return PACING_GAIN * self.cwnd / self._srtt
+        """``1.25 * cwnd / srtt`` packets/s (RFC 9002 section 7.7).
+
+        Before an RTT sample reaches the controller, ``initial_rto`` stands in for
+        the RTT, as RFC 9002 section 6.2.2 uses an initial RTT: the first flight is
+        then held to the pacing burst like every later one.
+        """
+        srtt = self._srtt if self._srtt is not None and self._srtt > 0 else None
+        return PACING_GAIN * self.cwnd / (srtt if srtt is not None else self.config.initial_rto)
 
     @property
     def in_recovery(self) -> bool:
