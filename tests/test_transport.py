@@ -268,6 +268,41 @@ def test_persistent_congestion_takes_the_window_to_the_minimum(controller: str) 
     assert stats.cwnd > 2  # and the window grew back afterwards
 
 
+PURE_ACKS_BREAK_THE_RUN = (
+    "rudp/core/recovery.py Recovery._persistent_congestion breaks a run at any gap in "
+    "packet numbers (packet.pn != previous_pn + 1), but pure ACKs take packet numbers "
+    "(rudp/core/connection.py _control -> allocate_pn) without a SentPacket record, and "
+    "detect_losses drops lost PINGs from the list: while the peer sends data, our acks "
+    "of it split every run, so persistent congestion is never found (RFC 9002 7.6.2: only "
+    "an acknowledged packet in between breaks the period)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=PURE_ACKS_BREAK_THE_RUN)
+def test_persistent_congestion_is_found_while_the_peer_sends_data_too() -> None:
+    """Section 10 (persistent congestion): our acks of the peer's data do not hide it.
+
+    The same one-second blackout of our data path as above, but the peer sends a
+    bulk transfer of its own, so we send pure ACKs between our lost data packets.
+    Those acks are not ack-eliciting and nobody acknowledges them: the run of lost
+    data packets still spans more than three PTOs.
+    """
+    config = Config(congestion_control="newreno")
+    client, server = make_pair(config, seed=2)
+    recovery = client._sender.recovery
+    forward = LinkProfile(delay=0.02, rate_bps=10e6, queue_limit=100, blackouts=((1.0, 2.0),))
+    backward = LinkProfile(delay=0.02, rate_bps=10e6, queue_limit=100)
+    sim = Simulator(client, server, profile_ab=forward, profile_ba=backward)
+    messages = bulk(3000, 1000)
+    client.connect(sim.now)
+    for message in messages:
+        client.send(message)
+        server.send(message)
+    assert sim.run_until(lambda: client.stats.messages_acked == len(messages), max_time=60)
+    assert client.stats.acks_sent > 0 and client.stats.timeouts >= 3
+    assert recovery.persistent_congestion_events >= 1
+
+
 def test_a_single_probe_timeout_is_not_persistent_congestion() -> None:
     """Section 10: a loss shorter than three PTOs is an ordinary loss event, not a collapse."""
     config = Config(congestion_control="newreno")
