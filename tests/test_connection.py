@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from itertools import pairwise
 
 import pytest
 
@@ -266,7 +267,8 @@ def test_every_second_packet_is_acked_at_once() -> None:
     assert [p.type for p in acks] == [wire.PacketType.ACK]
 
 
-def test_gap_is_acked_at_once_with_sack_blocks_lowest_first() -> None:
+def test_gap_is_acked_at_once_with_sack_blocks_newest_first() -> None:
+    """Section 8.2: the block of the most recent arrival first, then from the highest down."""
     pair = ConnectionPair()
     pair.client.connect(pair.now)
     pair.run(until=1)
@@ -274,12 +276,16 @@ def test_gap_is_acked_at_once_with_sack_blocks_lowest_first() -> None:
         pair.client.send(m)
     batch = pair.client.datagrams_to_send(pair.now)
     seqs = [wire.decode(d).seq for d in batch]
-    for i in (1, 2, 4, 6, 7):
+    for i in (1, 2, 6, 7, 4):  # the last arrival, 4, lies below the highest block
         pair.server.receive_datagram(batch[i], pair.now)
     (ack,) = [wire.decode(d) for d in pair.server.datagrams_to_send(pair.now)]
     assert ack.type is wire.PacketType.ACK
     assert ack.ack == seqs[0]
-    assert ack.sack == ((seqs[1], seqs[3]), (seqs[4], seqs[5]), (seqs[6], seqs[7] + 1))
+    assert ack.sack == ((seqs[4], seqs[5]), (seqs[6], seqs[7] + 1), (seqs[1], seqs[3]))
+    # Each block lies inside (ack, next) and the blocks are disjoint.
+    blocks = sorted(ack.sack)
+    assert all(ack.ack < start < end <= seqs[7] + 1 for start, end in blocks)
+    assert all(a_end < b_start for (_, a_end), (b_start, _) in pairwise(blocks))
 
 
 # --- close ---------------------------------------------------------------------------------
@@ -813,12 +819,14 @@ def test_sack_alone_never_acknowledges_a_message() -> None:
     assert c.send_queue_bytes == 0
 
 
-def test_sack_blocks_are_limited_to_what_fits_and_lowest_first() -> None:
-    pair = established(Config(max_datagram_size=128, receive_window=200))
+def test_sack_blocks_are_limited_to_what_fits_and_newest_first() -> None:
+    # "fixed": no congestion window or pacing to hold the 60 packets back.
+    pair = established(
+        Config(max_datagram_size=128, receive_window=200, congestion_control="fixed")
+    )
     c, s = pair.client, pair.server
     limit = (128 - wire.OVERHEAD) // wire.SACK_SIZE
     assert limit < 30
-    c._sender.cc._window = 100.0  # type: ignore[attr-defined]  # send 60 packets at once
     for i in range(60):
         c.send(bytes([i]))
     batch = c.datagrams_to_send(pair.now)
@@ -827,7 +835,13 @@ def test_sack_blocks_are_limited_to_what_fits_and_lowest_first() -> None:
     acks = [wire.decode(d) for d in s.datagrams_to_send(pair.now)]
     assert len(acks) == 1 and len(acks[0].sack) == limit
     seqs = [wire.decode(d).seq for d in batch]
-    assert acks[0].sack[0] == (seqs[1], seqs[1] + 1)
+    ack = acks[0]
+    # The most recent arrival is also the highest block; then downwards, one per hole.
+    expected = [(seqs[i], seqs[i] + 1) for i in range(59, 0, -2)][:limit]
+    assert list(ack.sack) == expected
+    assert all(ack.ack < start < end <= seqs[-1] + 1 for start, end in ack.sack)
+    blocks = sorted(ack.sack)
+    assert all(a_end < b_start for (_, a_end), (b_start, _) in pairwise(blocks))
     assert all(len(d) <= 128 for d in s.datagrams_to_send(pair.now))
 
 
