@@ -154,8 +154,9 @@ def test_spurious_undo_keeps_a_window_regrown_since() -> None:
 
 
 def test_pacing_rate_is_five_quarters_of_cwnd_per_srtt() -> None:
-    cc = NewReno(Config(initial_window=10))
-    assert cc.pacing_rate is None  # no RTT yet: no pacing
+    cc = NewReno(Config(initial_window=10, initial_rto=1.0))
+    # No RTT yet: the initial timeout stands in for it (RFC 9002 section 6.2.2).
+    assert cc.pacing_rate == pytest.approx(1.25 * 10 / 1.0)
     ack(cc, 0.1, 1, 0.0, srtt=0.1)
     assert cc.pacing_rate == pytest.approx(1.25 * 11 / 0.1)  # RFC 9002 section 7.7
 
@@ -299,7 +300,7 @@ def test_cubic_spurious_loss_restores_the_epoch() -> None:
 
 
 def test_cubic_pacing_like_newreno() -> None:
-    cc = Cubic(Config(initial_window=10))
-    assert cc.pacing_rate is None
+    cc = Cubic(Config(initial_window=10, initial_rto=1.0))
+    assert cc.pacing_rate == pytest.approx(1.25 * 10 / 1.0)
     ack(cc, 0.05, 0, 0.0, srtt=0.05)
     assert cc.pacing_rate == pytest.approx(1.25 * 10 / 0.05)

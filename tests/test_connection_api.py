@@ -334,6 +334,6 @@ def test_a_reader_that_stops_reading_stops_the_sender() -> None:
             for _ in range(1000):  # 100 MB: far beyond every buffer
                 client.send(chunk, timeout=1.0)
         # bounded: about one window in the driver plus one in the core
-        window_bytes = 1024 * 1400
+        window_bytes = rudp.Config().receive_window * rudp.Config().max_datagram_size
         assert server._ledger.inbox_bytes <= window_bytes + len(chunk)
         assert server.recv(timeout=WAIT) == chunk

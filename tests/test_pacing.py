@@ -74,15 +74,6 @@ def test_next_release_is_strictly_after_now_even_at_huge_rates(now: float, rate:
     assert pacer.budget(release, rate) >= 1
 
 
-PACER_WAKEUP_BUG = (
-    "rudp/core/pacing.py Pacer.next_release: now + (1 - tokens) / rate rounds to the ulp "
-    "of now; when that ulp exceeds 1e-6 of the wait (now=1e6 s, rate=1e5 packets/s), "
-    "the refill computed at the release is short of a packet by more than _EPSILON and "
-    "budget() says 0: a driver woken exactly at get_timer() sends nothing that time"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=PACER_WAKEUP_BUG)
 def test_the_bucket_holds_a_packet_at_next_release_on_a_large_clock() -> None:
     """A monotonic clock 11 days after boot (1e6 s) and 1.1 Gbit/s of 1400-byte datagrams."""
     now, rate = 1e6, 1e5
@@ -94,7 +85,6 @@ def test_the_bucket_holds_a_packet_at_next_release_on_a_large_clock() -> None:
     assert pacer.budget(release, rate) >= 1
 
 
-@pytest.mark.xfail(strict=True, reason=PACER_WAKEUP_BUG)
 @given(
     now=st.floats(0.0, 1e7),
     rate=st.floats(1e-3, 1e12),

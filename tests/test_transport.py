@@ -268,17 +268,6 @@ def test_persistent_congestion_takes_the_window_to_the_minimum(controller: str) 
     assert stats.cwnd > 2  # and the window grew back afterwards
 
 
-PURE_ACKS_BREAK_THE_RUN = (
-    "rudp/core/recovery.py Recovery._persistent_congestion breaks a run at any gap in "
-    "packet numbers (packet.pn != previous_pn + 1), but pure ACKs take packet numbers "
-    "(rudp/core/connection.py _control -> allocate_pn) without a SentPacket record, and "
-    "detect_losses drops lost PINGs from the list: while the peer sends data, our acks "
-    "of it split every run, so persistent congestion is never found (RFC 9002 7.6.2: only "
-    "an acknowledged packet in between breaks the period)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=PURE_ACKS_BREAK_THE_RUN)
 def test_persistent_congestion_is_found_while_the_peer_sends_data_too() -> None:
     """Section 10 (persistent congestion): our acks of the peer's data do not hide it.
 
@@ -437,20 +426,12 @@ def test_pacing_never_releases_more_than_its_burst(controller: str, burst: int) 
     assert max(per_instant.values()) == burst, sorted(per_instant.values())[-5:]
 
 
-FIRST_FLIGHT_UNPACED = (
-    "rudp/core/congestion/newreno.py NewReno.pacing_rate is None until on_ack has given "
-    "it an srtt, although the sender has the handshake's RTT sample; Pacer.budget (rudp/"
-    "core/pacing.py) then allows any number, so the first flight of initial_window "
-    "packets leaves at one instant whatever pacing_burst says (CUBIC inherits it)"
-)
-
-
 @pytest.mark.parametrize(
     "controller",
     [
         "bbr",
-        pytest.param("cubic", marks=pytest.mark.xfail(strict=True, reason=FIRST_FLIGHT_UNPACED)),
-        pytest.param("newreno", marks=pytest.mark.xfail(strict=True, reason=FIRST_FLIGHT_UNPACED)),
+        "cubic",
+        "newreno",
     ],
 )
 def test_pacing_holds_the_first_flight_to_the_burst(controller: str) -> None:

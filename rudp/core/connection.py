@@ -29,8 +29,8 @@ from typing import ClassVar
 from rudp.config import Config
 from rudp.core import wire
 from rudp.core.handshake import MAX_UNVERIFIED_SYN_ACK_RETRANSMITS, OPENED, REJECTED, Opening
-from rudp.core.recovery import PING
 from rudp.core.receiver import DROPPED, DUPLICATE, FIN_DELIVERED, PROTOCOL_ERROR, Receiver
+from rudp.core.recovery import PING
 from rudp.core.sender import GIVE_UP, Sender
 from rudp.core.state import (
     CLOSE_DONE,

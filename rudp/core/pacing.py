@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-
 _EPSILON = 1e-6
 """Packets: far below one, far above the rounding error of ``tokens + elapsed * rate``."""
 

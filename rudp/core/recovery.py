@@ -142,7 +142,7 @@ class RttEstimator:
 class SentPacket:
     """One ack-eliciting transmission not yet acknowledged or declared lost."""
 
-    __slots__ = ("in_flight", "pn", "seq", "sent_time", "stamp")
+    __slots__ = ("in_flight", "pn", "sent_time", "seq", "stamp")
 
     def __init__(
         self, pn: int, seq: int, sent_time: float, in_flight: bool, stamp: RateStamp | None

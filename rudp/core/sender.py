@@ -49,7 +49,16 @@ single loss of a probe less likely to cost another timeout."""
 class _Sent:
     """One DATA or FIN packet (a sequence number) sent and not yet cumulatively acknowledged."""
 
-    __slots__ = ("fragments_left", "is_fin", "last_pn", "lost", "lost_at", "payload", "pns", "sacked")
+    __slots__ = (
+        "fragments_left",
+        "is_fin",
+        "last_pn",
+        "lost",
+        "lost_at",
+        "payload",
+        "pns",
+        "sacked",
+    )
 
     def __init__(self, payload: Payload, fragments_left: int, is_fin: bool, pn: int) -> None:
         self.payload = payload
@@ -201,7 +210,9 @@ class Sender:
         out: list[OutPacket] = []
         self.pacing_deadline = None
         probes = self._probes
-        if not (self._lost or self._queue or probes or (self.fin_requested and self.fin_seq is None)):
+        if not (
+            self._lost or self._queue or probes or (self.fin_requested and self.fin_seq is None)
+        ):
             return out
         cc = self.cc
         recovery = self.recovery
