@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,7 @@ class Result:
     moved: int = 0  # bytes the receiver got (all of them unless it failed)
     sender_cpu: float = 0.0  # CPU seconds of the sending process over ``seconds``
     cpu_seconds: float = 0.0  # both processes, start to exit (imports included)
+    sender_view: dict[str, object] = field(default_factory=dict)  # rudp: its own counters
     note: str = ""
 
     @property
@@ -372,6 +373,9 @@ def run_transfer(
         result.timed_out = bool(report.get("timed_out")) or client.returncode == -signal.SIGKILL
         for name in ("seconds", "connect_seconds", "sender_cpu"):
             setattr(result, name, float(report.get(name, 0.0)))
+        for name in ("retransmissions", "timeouts", "spurious", "srtt", "min_rtt"):
+            if name in report:
+                result.sender_view[name] = report[name]
         if not result.ok and not result.timed_out:
             result.note = (err or out).strip()[-300:]
         # What reached the rudp receiver: its (partial) file, read before it is stopped.
@@ -409,6 +413,12 @@ def measure(tag: str, args: argparse.Namespace, files: dict[str, str], record: A
                 how = (
                     f" Mbit/s, sender CPU {r.sender_cpu / r.seconds:.0%}" if r.ok else " " + r.note
                 )
+                if r.sender_view:
+                    how += " " + " ".join(
+                        f"{k}={v:.4g}"
+                        for k, v in r.sender_view.items()
+                        if isinstance(v, int | float)
+                    )
                 say(f"  loss {loss:.0%} {LABELS[proto]}: {cell(r)}{how}")
                 if not r.ok:
                     break  # a timeout or failure decides the cell: no need to wait again
@@ -615,9 +625,17 @@ def rudp_send(a: argparse.Namespace) -> None:
     conn = rudp.connect((a.host, a.port), timeout=a.timeout)
     t1 = connected()
     filetransfer.send_file(conn, a.file)  # returns only once the receiver verified the digest
-    finished(t0, t1)
-    with open("/tmp/klstats.txt", "a") as f:
-        print(time.perf_counter() - t1, conn.stats, file=f)
+    stats = conn.stats
+    # The sender's view goes into the JSON: why a slow run was slow.
+    finished(
+        t0,
+        t1,
+        retransmissions=stats.retransmissions,
+        timeouts=stats.timeouts,
+        spurious=stats.spurious_retransmissions,
+        srtt=stats.srtt,
+        min_rtt=stats.min_rtt,
+    )
     conn.close()
 
 

@@ -310,7 +310,7 @@ class Bbr(CongestionController):
                 self._round_max_rtt = rtt
             min_rtt_expired = self._update_min_rtt(now, rtt)
         else:
-            min_rtt_expired = now > self._min_rtt_stamp + MIN_RTT_WINDOW
+            min_rtt_expired = self._min_rtt_expired(now)
         self._check_full_pipe(sample)
         self._check_drain(now, in_flight)
         if self.mode is Mode.PROBE_BW:
@@ -445,6 +445,13 @@ class Bbr(CongestionController):
         while len(window) > 1 and window[0][0] <= self.round_count - BW_WINDOW_ROUNDS:
             window.popleft()
 
+    def _min_rtt_expired(self, now: float) -> bool:
+        """The minimum is MIN_RTT_WINDOW old.  Before the first sample nothing can expire:
+        a driver's clock does not start at zero, and ProbeRTT on the first ack would halve
+        a connection that has not even started (measured on loopback: cwnd 4 from the
+        first ack, a probe timeout every 13 ms)."""
+        return math.isfinite(self._min_rtt) and now > self._min_rtt_stamp + MIN_RTT_WINDOW
+
     def _update_min_rtt(self, now: float, rtt: float) -> bool:
         """v1 section 4.1.2.3: a sample at or below the minimum, or any once it expired.
 
@@ -453,7 +460,7 @@ class Bbr(CongestionController):
         round trip at half the window, is needed only while a queue hides the base
         RTT.  A microsecond of float noise counts as equal.
         """
-        expired = now > self._min_rtt_stamp + MIN_RTT_WINDOW
+        expired = self._min_rtt_expired(now)
         if rtt <= self._min_rtt + TIME_EPSILON or expired:
             self._min_rtt = rtt
             self._min_rtt_stamp = now
