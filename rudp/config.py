@@ -86,10 +86,13 @@ class Config:
     initial_window: int = 10
     """Initial congestion window in packets (RFC 6928)."""
 
-    pacing_burst: int = 10
-    """Most packets pacing releases back to back (``rudp.core.pacing``): enough to
-    ride out a driver's late wakeup of about a millisecond at 100 Mbit/s, and no
-    more than the initial window a fresh connection may send at once (RFC 6928)."""
+    pacing_burst: int = 64
+    """Most packets pacing releases back to back (``rudp.core.pacing``).  The bucket
+    holds a millisecond at the pacing rate, at least 2 packets and at most this: two
+    packets on a 20 Mbit/s path, nine at 100 Mbit/s, and on loopback 64, about the
+    64 KB a kernel's segmentation offload sends at once (a wakeup per packet there cost
+    more than the packet: the connection API moved 41 MB/s with a bucket of 10, 72 MB/s
+    with 64)."""
 
     # --- close ---------------------------------------------------------------
     close_linger: float = 2.0

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from rudp.config import Config
 from rudp.core import wire
 from rudp.core.connection import SansIOConnection
-from rudp.core.pacing import Pacer
+from rudp.core.pacing import MIN_BURST, Pacer
 from rudp.testing import LinkProfile, Simulator, make_pair
 
 # --- the bucket ---------------------------------------------------------------------------
@@ -33,33 +33,42 @@ def test_a_full_bucket_releases_the_burst_and_no_more() -> None:
     assert pacer.budget(0.0, 100.0) == 0
 
 
-def test_idle_time_never_fills_the_bucket_beyond_the_burst() -> None:
+def test_idle_time_fills_the_bucket_to_a_millisecond_within_min_and_burst() -> None:
     pacer = Pacer(5)
     pacer.budget(0.0, 100.0)
     pacer.on_sent(5)
-    assert pacer.budget(1000.0, 100.0) == 5  # 100 000 packets' worth of idle time: still 5
+    assert pacer.budget(1000.0, 100.0) == MIN_BURST  # 100 000 packets' worth of idle: 2
+    pacer.on_sent(2)
+    assert pacer.budget(2000.0, 3000.0) == 3  # a millisecond at 3000 packets/s
+    pacer.on_sent(3)
+    assert pacer.budget(3000.0, 1e6) == 5  # a millisecond is 1000 packets: the burst caps it
 
 
 def test_the_bucket_refills_at_the_rate() -> None:
     pacer = Pacer(10)
-    pacer.budget(1.0, 100.0)
+    pacer.budget(1.0, 1e4)  # a millisecond holds 10 packets at this rate
     pacer.on_sent(10)
-    assert pacer.budget(1.005, 100.0) == 0  # half a packet
-    assert pacer.budget(1.01, 100.0) == 1
+    assert pacer.budget(1.00005, 1e4) == 0  # half a packet
+    assert pacer.budget(1.0001, 1e4) == 1
     pacer.on_sent(1)
-    assert pacer.budget(1.04, 100.0) == 3
+    assert pacer.budget(1.0004, 1e4) == 3
     pacer.on_sent(3)
-    assert pacer.budget(1.04, 100.0) == 0  # the same instant refills nothing
+    assert pacer.budget(1.0004, 1e4) == 0  # the same instant refills nothing
 
 
-def test_next_release_is_when_one_packet_is_back() -> None:
+def test_next_release_is_when_a_quantum_is_back() -> None:
+    """The wakeup waits for what the bucket holds at the rate (two packets at least)."""
     pacer = Pacer(4)
     assert pacer.next_release(0.0, 100.0) is None  # a packet may go now
     pacer.budget(2.0, 100.0)
     pacer.on_sent(4)
     release = pacer.next_release(2.0, 100.0)
-    assert release is not None and release == pytest.approx(2.01)
-    assert pacer.budget(release, 100.0) == 1  # woken then, one packet may go
+    assert release is not None and release == pytest.approx(2.02)  # MIN_BURST at 100/s
+    assert pacer.budget(release, 100.0) == 2
+    pacer.on_sent(2)
+    release = pacer.next_release(release, 3000.0)
+    assert release is not None and release == pytest.approx(2.021)  # a millisecond: 3
+    assert pacer.budget(release, 3000.0) == 3
 
 
 @pytest.mark.parametrize("now", [0.0, 1.0, 1e6, 1e9])
@@ -131,11 +140,15 @@ def is_data(datagram: bytes) -> bool:
 
 
 def paced_connection(burst: int) -> tuple[SansIOConnection, Simulator]:
-    """A NewReno client with a wide window and an RTT sample, on a 200 ms path, idle."""
+    """A NewReno client with a wide window and an RTT sample, on a 10 ms path, idle.
+
+    Its pacing rate (1.25 * 64 / 0.01 = 8000 packets/s) puts more than ``burst``
+    packets in a millisecond, so the bucket holds the whole burst.
+    """
     config = Config(congestion_control="newreno", pacing_burst=burst, initial_window=64)
     client, server = make_pair(config, seed=3)
     sim = Simulator(
-        client, server, profile_ab=LinkProfile(delay=0.1), profile_ba=LinkProfile(delay=0.1)
+        client, server, profile_ab=LinkProfile(delay=0.005), profile_ba=LinkProfile(delay=0.005)
     )
     client.connect(sim.now)
     client.send(b"first")
@@ -150,19 +163,19 @@ def test_a_connection_sends_no_more_than_the_burst_at_once() -> None:
     stats = client.stats
     assert stats.cwnd - stats.packets_in_flight > burst  # the window alone would allow more
     rate = stats.pacing_rate
-    assert rate is not None and rate < 1000  # 1.25 * cwnd / srtt, with srtt near 0.2 s
+    assert rate is not None and rate * 0.001 > burst  # 1.25 * cwnd / srtt, srtt near 10 ms
     for i in range(50):
         client.send(bytes([i]) * 100)
     now = sim.now
     first = client.datagrams_to_send(now)
     assert sum(map(is_data, first)) == burst
     assert [d for d in client.datagrams_to_send(now) if is_data(d)] == []  # same instant: none
-    # The connection asks to be woken when the next packet may go, not later.
+    # The connection asks to be woken when the next quantum (here the burst) may go.
     timer = client.get_timer()
-    assert timer is not None and now < timer <= now + 1.0 / rate * (1 + 1e-9)
-    assert timer == pytest.approx(now + 1.0 / rate)
+    assert timer is not None and now < timer <= now + burst / rate * (1 + 1e-9)
+    assert timer == pytest.approx(now + burst / rate)
     client.handle_timer(timer)
-    assert sum(map(is_data, client.datagrams_to_send(timer))) == 1
+    assert sum(map(is_data, client.datagrams_to_send(timer))) == burst
 
 
 def test_pacing_spreads_a_window_at_the_pacing_rate() -> None:
@@ -183,6 +196,6 @@ def test_pacing_spreads_a_window_at_the_pacing_rate() -> None:
         t = timer
         client.handle_timer(t)
     assert sends[0][1] == burst
-    assert all(count == 1 for _, count in sends[1:])  # then one per 1/rate
+    assert all(count == burst for _, count in sends[1:])  # then a burst per burst / rate
     gaps = [b[0] - a[0] for a, b in pairwise(sends)]
-    assert gaps == pytest.approx([1.0 / rate] * len(gaps))
+    assert gaps == pytest.approx([burst / rate] * len(gaps))
