@@ -28,30 +28,71 @@ def with_valid_crc(body: bytes) -> bytes:
 
 def test_derived_struct_matches_construct_sizes() -> None:
     """Section 3.1: the fast codec is derived from the construct schema, field for field."""
-    assert wire.HEADER.sizeof() == wire.HEADER_SIZE == 28
+    assert wire.HEADER.sizeof() == wire.HEADER_SIZE == 38
     assert wire.SACK_BLOCK.sizeof() == wire.SACK_SIZE == 8
     assert wire.HANDSHAKE.sizeof() == wire.HANDSHAKE_SIZE == 10
-    assert wire.OVERHEAD == 32
+    assert wire.CHECKSUM_SIZE == 4
+    assert wire.OVERHEAD == wire.HEADER_SIZE + wire.CHECKSUM_SIZE == 42
+    assert wire.HEADER_STRUCT.format == ">BBBBQIIIIHHIH"
+    names = [subcon.name for subcon in wire.HEADER.subcons]
+    assert names == [
+        "version",
+        "type",
+        "flags",
+        "sack_count",
+        "connection_id",
+        "packet_number",
+        "seq",
+        "ack",
+        "largest_received",
+        "ack_delay",
+        "window",
+        "fragments_left",
+        "payload_length",
+    ]
+
+
+def test_packet_keeps_its_field_order_with_the_new_fields_last() -> None:
+    """Section 3.1: ``Packet`` appends packet_number, largest_received, ack_delay (default 0)."""
+    assert Packet._fields[-3:] == ("packet_number", "largest_received", "ack_delay")
+    packet = Packet(PacketType.ACK, 0, 1, 2, 3, 4, 0, (), b"")
+    assert (packet.packet_number, packet.largest_received, packet.ack_delay) == (0, 0, 0)
+    assert wire.VERSION == 2
 
 
 def test_field_offsets_are_big_endian_as_specified() -> None:
     """Section 3.1: the wire-format table's offsets and byte order."""
     packet = data_packet(
-        b"xy", flags=1, seq=0x11223344, ack=0x55667788, window=0x99AA, fragments_left=0xBBCCDDEE
+        b"xy",
+        flags=1,
+        packet_number=0x0A0B0C0D,
+        seq=0x11223344,
+        ack=0x55667788,
+        largest_received=0x1A1B1C1D,
+        ack_delay=0xCAFE,
+        window=0x99AA,
+        fragments_left=0xBBCCDDEE,
+        sack=((0xA0A1A2A3, 0xB0B1B2B3),),
     )
     datagram = wire.encode(packet)
-    assert datagram[0] == wire.VERSION
+    assert datagram[0] == wire.VERSION == 2
     assert datagram[1] == PacketType.DATA
     assert datagram[2] == 1
-    assert datagram[3] == 0
+    assert datagram[3] == 1
     assert datagram[4:12] == bytes.fromhex("0123456789abcdef")
-    assert datagram[12:16] == bytes.fromhex("11223344")
-    assert datagram[16:20] == bytes.fromhex("55667788")
-    assert datagram[20:22] == bytes.fromhex("99aa")
-    assert datagram[22:26] == bytes.fromhex("bbccddee")
-    assert datagram[26:28] == b"\x00\x02"
-    assert datagram[28:30] == b"xy"
-    assert datagram[30:] == zlib.crc32(datagram[:30]).to_bytes(4, "big")
+    assert datagram[12:16] == bytes.fromhex("0a0b0c0d")
+    assert datagram[16:20] == bytes.fromhex("11223344")
+    assert datagram[20:24] == bytes.fromhex("55667788")
+    assert datagram[24:28] == bytes.fromhex("1a1b1c1d")
+    assert datagram[28:30] == bytes.fromhex("cafe")
+    assert datagram[30:32] == bytes.fromhex("99aa")
+    assert datagram[32:36] == bytes.fromhex("bbccddee")
+    assert datagram[36:38] == b"\x00\x02"
+    assert datagram[38:46] == bytes.fromhex("a0a1a2a3b0b1b2b3")
+    assert datagram[46:48] == b"xy"
+    assert datagram[48:] == zlib.crc32(datagram[:48]).to_bytes(4, "big")
+    assert len(datagram) == wire.encoded_size(packet) == wire.OVERHEAD + wire.SACK_SIZE + 2
+    assert wire.decode(datagram) == packet == wire.reference_decode(datagram)
 
 
 @pytest.mark.parametrize("size", [0, 1, wire.OVERHEAD - 1])
@@ -71,7 +112,7 @@ def test_checksum_is_checked_before_fields() -> None:
 
 @pytest.mark.parametrize(
     ("offset", "value", "message"),
-    [(0, 2, "version"), (1, 0, "type"), (1, 200, "type"), (2, 0x80, "reserved")],
+    [(0, 1, "version"), (0, 3, "version"), (1, 0, "type"), (1, 200, "type"), (2, 0x80, "reserved")],
 )
 def test_field_rules_reject_with_valid_crc(offset: int, value: int, message: str) -> None:
     """Section 3.3: version, type and reserved flags are checked even when the CRC is valid."""
@@ -87,9 +128,26 @@ def test_field_rules_reject_with_valid_crc(offset: int, value: int, message: str
 def test_length_fields_must_match_datagram_size() -> None:
     """Section 3.3: payload_length and sack_count must account for every byte."""
     body = bytearray(wire.encode(data_packet(b"abcd"))[:-4])
-    struct.pack_into(">H", body, 26, 3)
+    struct.pack_into(">H", body, 36, 3)  # payload_length
     with pytest.raises(BadPacket, match="length"):
         wire.decode(with_valid_crc(bytes(body)))
+
+
+def test_version_1_datagrams_are_rejected() -> None:
+    """Section 15.1: a version-1 datagram (28-byte header) is rejected, whatever its length."""
+    handshake = wire.encode_handshake(wire.Handshake(5, 1400))
+    for ptype, payload in ((PacketType.SYN, handshake), (PacketType.DATA, b"x" * 20)):
+        header = struct.pack(">BBBBQIIHIH", 1, ptype, 0, 0, 7, 1, 2, 10, 0, len(payload))
+        datagram = with_valid_crc(header + payload)  # a CRC-valid version-1 datagram
+        assert len(datagram) >= wire.OVERHEAD
+        with pytest.raises(BadPacket, match="version"):
+            wire.decode(datagram)
+        with pytest.raises(BadPacket):
+            wire.reference_decode(datagram)
+    ack = with_valid_crc(struct.pack(">BBBBQIIHIH", 1, PacketType.ACK, 0, 0, 7, 1, 2, 10, 0, 0))
+    assert len(ack) == 32
+    with pytest.raises(BadPacket, match="shorter"):
+        wire.decode(ack)
 
 
 def test_control_packets_carry_no_payload() -> None:
@@ -138,29 +196,37 @@ def test_expand_seq_across_the_wrap() -> None:
 # --- the core's encoders: the same layout as ``encode``, fields in, full sequence numbers --
 
 
+_FULL = st.integers(0, 1 << 40)
+"""A full (unbounded) sequence or packet number, as the core passes them."""
+
+
 @given(
     ptype=st.sampled_from([PacketType.ACK, PacketType.PING, PacketType.RESET]),
     flags=st.sampled_from([0, int(wire.Flags.ACK_NOW)]),
     connection_id=st.integers(0, (1 << 64) - 1),
-    seq=st.integers(0, 1 << 40),
-    ack=st.integers(0, 1 << 40),
+    packet_number=_FULL,
+    seq=_FULL,
+    ack=_FULL,
+    largest=_FULL,
+    ack_delay=st.integers(0, 0xFFFF),
     window=st.integers(0, 0xFFFF),
-    sack=st.lists(
-        st.tuples(st.integers(0, 1 << 40), st.integers(0, 1 << 40)),
-        max_size=wire.MAX_SACK_BLOCKS,
-    ),
+    sack=st.lists(st.tuples(_FULL, _FULL), max_size=wire.MAX_SACK_BLOCKS),
 )
-def test_encode_fields_is_encode_with_32_bit_sequence_numbers(
+def test_encode_fields_is_encode_with_32_bit_numbers(
     ptype: PacketType,
     flags: int,
     connection_id: int,
+    packet_number: int,
     seq: int,
     ack: int,
+    largest: int,
+    ack_delay: int,
     window: int,
     sack: list[tuple[int, int]],
 ) -> None:
-    """Section 7.3: only the low 32 bits of seq, ack and SACK edges go on the wire."""
-    datagram = wire.encode_fields(ptype, flags, connection_id, seq, ack, window, sack=sack)
+    """Sections 7.3 and 8.7: only the low 32 bits of seq, ack, SACK edges and packet numbers go."""
+    acks = wire.AckFields(ack, window, largest, ack_delay)
+    datagram = wire.encode_fields(ptype, flags, connection_id, packet_number, seq, acks, sack=sack)
     wire_sack = tuple((wire.wire_seq(s), wire.wire_seq(e)) for s, e in sack)
     packet = Packet(
         ptype,
@@ -172,6 +238,9 @@ def test_encode_fields_is_encode_with_32_bit_sequence_numbers(
         0,
         wire_sack,
         b"",
+        wire.wire_seq(packet_number),
+        wire.wire_seq(largest),
+        ack_delay,
     )
     assert datagram == wire.encode(packet) == wire.reference_encode(packet)
     assert wire.decode(datagram) == packet
@@ -179,23 +248,52 @@ def test_encode_fields_is_encode_with_32_bit_sequence_numbers(
     assert wire.decode(datagram).ack_now == bool(flags)
 
 
+def test_encode_fields_carries_a_handshake_block() -> None:
+    """Section 6.1: SYN and SYN_ACK go through ``encode_fields`` with their block as payload."""
+    block = wire.encode_handshake(wire.Handshake(0xFEED, 1400))
+    acks = wire.AckFields(0, 1024, 0, 0)
+    datagram = wire.encode_fields(PacketType.SYN, 0, 0, 0, (1 << 32) + 77, acks, block)
+    assert wire.decode(datagram) == Packet(PacketType.SYN, 0, 0, 77, 0, 1024, 0, (), block)
+    assert len(datagram) == wire.OVERHEAD + wire.HANDSHAKE_SIZE == 52
+
+
 def test_encode_data_batch_is_encode_per_packet() -> None:
-    """DATA and FIN datagrams of one batch share the ack and window; ACK_NOW marks resends."""
+    """DATA and FIN datagrams of one batch share the acks; each has its own packet number."""
     payload = b"fragment"
     batch = [
-        ((1 << 32) + 5, payload, 2, False, False),
-        (7, memoryview(payload)[2:], 0, False, True),
-        (8, b"", 0, True, False),
+        ((1 << 32) + 40, (1 << 32) + 5, payload, 2, False, False),
+        (41, 7, memoryview(payload)[2:], 0, False, True),
+        (42, 8, b"", 0, True, False),
     ]
-    datagrams = wire.encode_data_batch(0xABC, (1 << 33) + 9, 300, batch)
+    acks = wire.AckFields((1 << 33) + 9, 300, (1 << 32) + 17, 1250)
+    datagrams = wire.encode_data_batch(0xABC, acks, batch)
+    now = int(wire.Flags.ACK_NOW)
     expected = [
-        Packet(PacketType.DATA, 0, 0xABC, 5, 9, 300, 2, (), payload),
-        Packet(PacketType.DATA, int(wire.Flags.ACK_NOW), 0xABC, 7, 9, 300, 0, (), payload[2:]),
-        Packet(PacketType.FIN, 0, 0xABC, 8, 9, 300, 0, (), b""),
+        Packet(PacketType.DATA, 0, 0xABC, 5, 9, 300, 2, (), payload, 40, 17, 1250),
+        Packet(PacketType.DATA, now, 0xABC, 7, 9, 300, 0, (), payload[2:], 41, 17, 1250),
+        Packet(PacketType.FIN, 0, 0xABC, 8, 9, 300, 0, (), b"", 42, 17, 1250),
     ]
     assert datagrams == [wire.reference_encode(p) for p in expected]
     assert [wire.decode(d) for d in datagrams] == expected
     assert [wire.encoded_size(p) for p in expected] == [len(d) for d in datagrams]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "units"),
+    [
+        (0.0, 0),
+        (7.9e-6, 0),
+        (8e-6, 1),
+        (0.01, 1250),
+        (0.524279, 65534),
+        (0.53, 0xFFFF),
+        (5.0, 0xFFFF),
+    ],
+)
+def test_ack_delay_units(seconds: float, units: int) -> None:
+    """Section 8.7: the ack delay in 8 us units, rounded down, clamped to the 16-bit field."""
+    assert wire.ACK_DELAY_UNIT == 8e-6
+    assert wire.ack_delay_units(seconds) == units
 
 
 def test_a_routed_syn_has_its_handshake_block_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
