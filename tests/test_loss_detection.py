@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import pytest
 
 from rudp.config import Config
+from rudp.core.pacing import Pacer
 from rudp.core.recovery import K_PACKET_THRESHOLD, PING, TIME_THRESHOLD
 from rudp.core.sender import GIVE_UP, RETRY, OutPacket, Sender
 from rudp.events import Event
@@ -32,9 +33,20 @@ def config(**changes: object) -> Config:
     return Config(congestion_control="newreno", **changes)  # type: ignore[arg-type]
 
 
+class Unpaced(Pacer):
+    """A pacer that never holds anything back."""
+
+    def budget(self, now: float, rate: float | None) -> int:
+        return super().budget(now, None)
+
+
 def open_sender(messages: int, cfg: Config | None = None) -> Sender:
-    """A sender past the handshake: RTT known, the peer's window open."""
+    """A sender past the handshake: RTT known, the peer's window open, pacing off.
+
+    These tests are about which packets go; how fast they go is tests/test_pacing.py's.
+    """
     sender = Sender(cfg or config(), FIRST, deque[Event]())
+    sender.pacer = Unpaced(1)
     sender.rtt.on_sample(RTT)
     sender.on_ack(0.0, FIRST, WINDOW, [], -1, 0.0)
     for index in range(messages):

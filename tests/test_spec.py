@@ -1319,11 +1319,6 @@ def test_s8_5_forged_acks_dropped() -> None:
     assert conn.stats.messages_acked == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="code/spec disagreement: SansIOConnection._accept completes the handshake "
-    "(on_ack_of_syn_ack) before it validates the ack and SACK blocks",
-)
 def test_s8_5_forged_sack_does_not_complete_the_handshake() -> None:
     """§8.5-1: also in SYN_RECEIVED: a SACK block beyond what was sent drops the packet."""
     conn = _engine(None, is_client=False, isn=9000)
@@ -1495,12 +1490,6 @@ def test_s8_7_echo_of_unsent_packet_number_dropped() -> None:
     assert _drain_events(conn) == [MessageAcknowledged(0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="code/spec disagreement: SansIOConnection._accept completes the handshake "
-    "(on_ack_of_syn_ack) before it validates the echo, so the dropped packet still "
-    "makes the server connected",
-)
 def test_s8_7_forged_echo_does_not_complete_the_handshake() -> None:
     """§8.7-4: also in SYN_RECEIVED: a forged echo does not complete the handshake."""
     conn = _engine(None, is_client=False, isn=9000)
@@ -1684,11 +1673,6 @@ def test_s9_2_pto_deadline_from_last_send() -> None:
     assert server.get_timer() == pytest.approx(2.7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="code/spec disagreement: RttEstimator.pto_base returns the handshake's RTO, "
-    "which the SYN's retransmission doubled, instead of initial_rto",
-)
 def test_s9_2_pto_before_any_sample_after_a_resent_syn() -> None:
     """§9.2-1: before any sample the PTO is initial_rto, also after the SYN was resent."""
     config = Config(keepalive_interval=None, initial_rto=0.7, min_rto=0.1, peer_timeout=100.0)

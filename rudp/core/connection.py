@@ -392,6 +392,30 @@ class SansIOConnection:
         False if the packet went no further (dropped, or it ended the connection).
         """
         sm = self._sm
+        sender = self._sender
+        recovery = sender.recovery
+        una = sender.snd_una
+        expand = wire.expand_seq
+        # The ack fields are checked before they change anything, the handshake included
+        # (a forged ack must not complete it).  Section 8.7: an echo of a packet number
+        # we never sent, and section 8.5: an ack or SACK of data never sent, are forgeries.
+        largest = expand(packet.largest_received, recovery.next_pn - 1)
+        if largest >= recovery.next_pn:
+            self._dropped += 1
+            return False
+        # Nothing newly acknowledged is the common case on a receiving side.
+        fresh = (
+            packet.ack != (una & wire.SEQ_MASK)
+            or bool(packet.sack)
+            or largest != recovery.largest_acked_pn
+        )
+        if fresh:
+            nxt = sender.snd_nxt
+            ack = expand(packet.ack, nxt)
+            sack = [(expand(s, nxt), expand(e, nxt)) for s, e in packet.sack] if packet.sack else []
+            if not sender.valid_ack(ack, sack):
+                self._dropped += 1
+                return False
         if not sm.connected:
             # Before the handshake finished, only its last step gets here: a packet
             # acknowledging the server's SYN_ACK.
@@ -402,32 +426,12 @@ class SansIOConnection:
         if not sm.apply(PACKET_INPUTS[packet.type]):
             self._dropped += 1
             return False
-        sender = self._sender
-        recovery = sender.recovery
-        una = sender.snd_una
         window = packet.window
-        expand = wire.expand_seq
-        # Section 8.7: the echo of our packet numbers; one we never sent means forgery.
-        largest = expand(packet.largest_received, recovery.next_pn - 1)
-        if largest >= recovery.next_pn:
-            self._dropped += 1
-            return False
-        if (
-            packet.ack == (una & wire.SEQ_MASK)
-            and not packet.sack
-            and largest == recovery.largest_acked_pn
-        ):
-            # Nothing newly acknowledged (the common case on a receiving side): only the
-            # peer's window may have moved.
+        if not fresh:
+            # Only the peer's window may have moved.
             sender.peer_edge = una + window
             sender.peer_window = window
         else:
-            nxt = sender.snd_nxt
-            ack = expand(packet.ack, nxt)
-            sack = [(expand(s, nxt), expand(e, nxt)) for s, e in packet.sack] if packet.sack else []
-            if not sender.valid_ack(ack, sack):
-                self._dropped += 1
-                return False
             ack_delay = packet.ack_delay * wire.ACK_DELAY_UNIT
             sender.on_ack(now, ack, window, sack, largest, ack_delay)
             if sender.fin_acked:

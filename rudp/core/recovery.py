@@ -71,9 +71,19 @@ class RttEstimator:
     with ``back_off`` doubling it up to ``max_rto``.
     """
 
-    __slots__ = ("_max_rto", "_min_rto", "latest", "min_rtt", "rto", "rttvar", "srtt")
+    __slots__ = (
+        "_initial_rto",
+        "_max_rto",
+        "_min_rto",
+        "latest",
+        "min_rtt",
+        "rto",
+        "rttvar",
+        "srtt",
+    )
 
     def __init__(self, initial_rto: float, min_rto: float, max_rto: float) -> None:
+        self._initial_rto = initial_rto
         self._min_rto = min_rto
         self._max_rto = max_rto
         self.rto = initial_rto
@@ -134,7 +144,7 @@ class RttEstimator:
         the initial RTT the same way).
         """
         if self.srtt is None or self.rttvar is None:
-            return self.rto
+            return self._initial_rto  # not the handshake's backed-off RTO: data starts afresh
         pto = self.srtt + max(K * self.rttvar, CLOCK_GRANULARITY) + max_ack_delay
         return min(max(pto, self._min_rto), self._max_rto)
 
