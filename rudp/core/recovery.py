@@ -79,6 +79,7 @@ class RttEstimator:
         "min_rtt",
         "rto",
         "rttvar",
+        "samples",
         "srtt",
     )
 
@@ -96,12 +97,15 @@ class RttEstimator:
         """The most recent sample."""
         self.min_rtt: float | None = None
         """The smallest sample seen (RFC 9002 section 5.2), ack delay not subtracted."""
+        self.samples = 0
+        """Samples taken so far (lets a cache of a derived timeout know it is stale)."""
 
     def on_sample(self, rtt: float, ack_delay: float = 0.0) -> None:
         """Feed one RTT measurement and the ack delay the peer reported for it."""
         if rtt < 0:
             return
         self.latest = rtt
+        self.samples += 1
         if self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt
         if self.srtt is None or self.rttvar is None:
@@ -212,6 +216,8 @@ class Recovery:
         """Consecutive probe timeouts without an acknowledgement: the backoff exponent
         and the give-up budget (``Config.max_retransmits``)."""
         self._last_eliciting_time: float | None = None
+        self._pto_key = (-1, -1)  # (rtt.samples, pto_count) behind _pto_duration
+        self._pto_duration = 0.0
         self._first_sample_time: float | None = None
         self._recovery_start = float("-inf")
         self._undone = True
@@ -241,7 +247,13 @@ class Recovery:
         self._sent[pn] = SentPacket(pn, seq, now, in_flight, stamp)
         self._order.append(pn)
         self._last_eliciting_time = now
-        self._arm_pto()  # RFC 9002 section 6.2.1: restarted by each ack-eliciting packet
+        # RFC 9002 section 6.2.1: restarted by each ack-eliciting packet (the hot path:
+        # the duration is recomputed only when an RTT sample or the backoff changed it).
+        rtt = self.rtt
+        if self._pto_key != (rtt.samples, self.pto_count):
+            self._pto_key = (rtt.samples, self.pto_count)
+            self._pto_duration = self.pto_duration()
+        self.pto_deadline = now + self._pto_duration
 
     def on_app_limited(self) -> None:
         """The sender had window to spare and nothing to send (delivery-rate draft 3.4)."""
