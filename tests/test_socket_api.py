@@ -184,6 +184,11 @@ def test_connected_socket_ignores_other_peers(server: rudp.socket) -> None:
         other.sendto(b"ignored", server.getsockname())  # filtered, as by UDP's kernel
         chosen.sendto(b"wanted", server.getsockname())
         assert server.recv(100) == b"wanted"
+        with pytest.raises(rudp.LingerExpired) as info:  # never acknowledged: not silent
+            other.close()
+        # "from other" too if its ack was still held back when the server connected
+        # (a connected UDP socket cannot send to anyone else): conservative, not silent.
+        assert info.value.undelivered in ((b"ignored",), (b"from other", b"ignored"))
 
 
 def test_reader_and_writer_threads_share_one_socket(server: rudp.socket) -> None:
@@ -289,8 +294,12 @@ def test_close_gives_up_after_linger_and_reports_undelivered(
 ) -> None:
     client = rudp.socket(linger=0.2)
     client.sendto(b"never acked", silent_peer.getsockname())
-    client.close()
-    assert client.undelivered == (b"never acked",)
+    with pytest.raises(rudp.LingerExpired) as info:
+        client.close()
+    assert isinstance(info.value, rudp.PeerUnreachable)
+    assert info.value.undelivered == client.undelivered == (b"never acked",)
+    assert info.value.address == silent_peer.getsockname() and info.value.linger == 0.2
+    client.close()  # the loss is reported once
 
 
 def test_closed_socket_raises_ebadf() -> None:

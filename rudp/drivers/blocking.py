@@ -26,8 +26,23 @@ events, so the core counts them against the receive window and the peer slows
 down); reading below the limits resumes it.
 
 The helpers at the top (``has_room``, ``acknowledged``, ``close_complete``,
-``register_for_exit``) are the blocking semantics both faces share: when a
-send may proceed, when a flush or a lingering close is done, closing at exit.
+``finish_close``, ``register_for_exit``) are the blocking semantics both faces
+share: when a send may proceed, when a flush or a close is done, how a close
+waits and what it reports, closing at exit.
+
+Lifetime
+========
+
+An engine counts its *users* (``acquire``/``release``: a ``Connection``, a
+``Listener``, a ``rudp.socket``); the last ``release`` stops it.  A user
+dropped without ``close()`` is finalised (``weakref.finalize``) by ``retire``,
+which only queues work for the I/O thread and wakes it -- a finaliser may run
+in any thread, even in this one while it holds ``cond`` (cyclic GC), so it must
+neither lock nor join.  The I/O thread then closes the dropped user's
+associations gracefully in the background, prints a warning to stderr for any
+message that is never acknowledged, and, once no user is left and every such
+close is done, stops itself and closes its descriptors.  Nothing the I/O thread
+holds refers back to a user object, so dropping one really frees it.
 
 OS errors: ICMP-induced ``ConnectionRefusedError`` and other transient send or
 receive errors are ignored -- they are loss as far as the protocol is concerned,
@@ -38,28 +53,38 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import selectors
 import socket as _socket
+import sys
 import threading
 import time
+import warnings
 import weakref
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
 from rudp.drivers._common import ConnectionLedger, DriverOptions, close_done, drain, udp_socket
-from rudp.errors import Timeout
+from rudp.errors import ConnectionFailed, LingerExpired, LocalProtocolError, Timeout
 from rudp.events import MessageReceived
 
 __all__ = [
     "Engine",
     "acknowledged",
+    "all_acknowledged",
     "close_complete",
+    "finalize_dropped",
+    "finish_close",
     "has_room",
     "ledger",
     "register_for_exit",
+    "undelivered_warning",
 ]
+
+logger = logging.getLogger("rudp")
 
 
 def ledger(assoc: Association) -> ConnectionLedger:
@@ -92,27 +117,158 @@ def acknowledged(assoc: Association) -> bool:
     return not led.outstanding or assoc.paused
 
 
+def all_acknowledged(assoc: Association) -> bool:
+    """The peer acknowledged every message (the FIN aside), by the core's own counters.
+
+    Unlike the ledger these are right even while the association is paused
+    (its ``MessageAcknowledged`` events then wait unread) and count empty
+    messages; used only when a ``linger`` runs out, so building a ``Stats``
+    snapshot is cheap enough.
+    """
+    stats = assoc.connection.stats
+    return bool(stats.messages_acked >= stats.messages_sent)
+
+
 def close_complete(assoc: Association) -> bool:
-    """A lingering ``close()`` may stop waiting: our FIN is acknowledged, or the end came."""
+    """A close may stop waiting: our FIN is acknowledged, or the end came."""
     return ledger(assoc).terminated or close_done(assoc)
 
 
+def finish_close(
+    engine: Engine, assocs: Sequence[Association], linger: float | None
+) -> list[ConnectionFailed]:
+    """Close ``assocs`` gracefully and wait; return one error per association that lost data.
+
+    Called with ``engine.cond`` held.  Every association gets its FIN after
+    its queued messages.  The wait ends when each one's FIN is acknowledged or
+    the connection ended -- with ``linger=None`` nothing else ends it, so only
+    the core's give-up budget stops a close to a dead peer, and the error is
+    then the one its ``Failed`` kind calls for.  When ``linger`` runs out
+    first, an association with messages still unacknowledged is aborted (the
+    peer gets a RESET, and nothing is delivered behind the back of the error
+    raised) and reported as ``LingerExpired``; one with only its FIN in flight
+    is left to finish (nothing of the caller's is at stake).  Associations that
+    failed earlier with unacknowledged messages are reported too.
+    """
+    now = engine.now()
+    live = [assoc for assoc in assocs if not ledger(assoc).terminated]
+    for assoc in live:
+        ledger(assoc).discard()  # nobody reads after close: don't stall the peer's FIN
+        assoc.paused = False
+        with contextlib.suppress(LocalProtocolError):  # already closing
+            assoc.close(now)
+    engine.pump()
+    deadline = None if linger is None else time.monotonic() + linger
+    expired: set[Association] = set()
+    try:
+        engine.wait_until(lambda: all(close_complete(a) for a in live), deadline)
+    except Timeout:
+        for assoc in live:
+            if not close_complete(assoc) and not all_acknowledged(assoc):
+                assoc.abort(f"close(): linger of {linger:g} s ran out")
+                expired.add(assoc)
+        engine.pump()  # sends the RESETs and folds the Failed events in
+    errors: list[ConnectionFailed] = []
+    for assoc in assocs:
+        led = ledger(assoc)
+        if not led.lost:
+            continue
+        if assoc in expired:
+            reason = f"close(): linger of {linger:g} s ran out before the peer acknowledged"
+            errors.append(
+                LingerExpired(reason, led.undelivered, address=assoc.address, linger=linger)
+            )
+        else:
+            errors.append(led.error(address=assoc.address))
+    return errors
+
+
+def undelivered_warning(label: str, when: str, errors: Sequence[ConnectionFailed]) -> str:
+    """The one-line warning for messages a program will never see acknowledged.
+
+    ``rudp: warning: rudp.Connection on ('127.0.0.1', 40123) closed at exit with
+    2 message(s) never acknowledged: 2 to ('127.0.0.1', 4242) (peer unreachable:
+    nothing heard for 0.5 s)``
+    """
+    total = sum(len(error.undelivered) for error in errors)
+    detail = ", ".join(
+        f"{len(error.undelivered)} to {error.address!r} ({error.reason})" for error in errors
+    )
+    return f"rudp: warning: {label} {when} with {total} message(s) never acknowledged: {detail}"
+
+
+def _warn(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stderr closed at shutdown
+        print(line, file=sys.stderr, flush=True)
+
+
 class _Closeable(Protocol):
-    def close(self) -> None: ...
+    @property
+    def label(self) -> str: ...
+
+    def _close_all(self) -> list[ConnectionFailed]: ...
 
 
 _open: weakref.WeakSet[_Closeable] = weakref.WeakSet()
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # running: may be closing in the background
 
 
 @atexit.register
 def _close_at_exit() -> None:
-    """Give what the program never closed its graceful close (and linger).
+    """Give what the program never closed its graceful close; warn about what is lost.
 
     A UDP program may exit right after its last ``sendto``; the kernel would
-    still transmit that datagram, so a drop-in must still deliver the message.
+    still transmit that datagram, so a drop-in must still deliver the message:
+    each close waits as ``close()`` does (until acknowledged or given up, or
+    ``linger``).  Whatever is still unacknowledged then is named on stderr, per
+    connection or socket, instead of vanishing with the process.  Engines
+    finishing a dropped object's close in the background are waited for too.
     """
     for item in list(_open):
-        item.close()
+        try:
+            errors = item._close_all()
+        except Exception as exc:  # pragma: no cover - a driver bug: still close the rest
+            _warn(f"rudp: warning: closing {item.label} at exit failed: {exc!r}")
+            continue
+        if errors:
+            _warn(undelivered_warning(item.label, "closed at exit", errors))
+    for engine in list(_engines):
+        engine.wait_stopped()
+
+
+def _dropped(
+    engine: Engine,
+    assocs: list[Association] | None,
+    label: str | Callable[[], str],
+    pending: Sequence[ConnectionFailed],
+    stop_accepting: bool,
+) -> None:
+    engine.retire(assocs, label, pending=pending, stop_accepting=stop_accepting)
+    name = label if isinstance(label, str) else "rudp.socket"
+    warnings.warn(f"unclosed {name}", ResourceWarning, stacklevel=1)
+
+
+def finalize_dropped(
+    item: object,
+    engine: Engine,
+    assocs: list[Association] | None,
+    label: str | Callable[[], str],
+    *,
+    pending: Sequence[ConnectionFailed] = (),
+    stop_accepting: bool = False,
+) -> weakref.finalize[Any, Any]:
+    """Have ``engine.retire`` finish ``item``'s associations if it is dropped unclosed.
+
+    The finaliser refers only to the engine and the arguments, never to
+    ``item`` (that would keep it alive).  Like an unclosed socket it warns
+    with ``ResourceWarning``.  It does not run at exit: ``_close_at_exit``
+    closes a live ``item`` gracefully (and waits) instead.  ``close()``
+    detaches it; ``detach()`` returning None means it already ran or was
+    detached, so a user is released exactly once.
+    """
+    finalizer = weakref.finalize(item, _dropped, engine, assocs, label, pending, stop_accepting)
+    finalizer.atexit = False
+    return finalizer
 
 
 def register_for_exit(item: _Closeable, register: bool = True) -> None:
@@ -126,8 +282,8 @@ def register_for_exit(item: _Closeable, register: bool = True) -> None:
 class Engine:
     """One UDP socket, one endpoint, one I/O thread (see the module docs).
 
-    Every method whose name does not start with ``close`` or ``start`` must be
-    called with ``cond`` held.
+    Every method whose name does not start with ``release``, ``retire``,
+    ``close``, ``start`` or ``wait`` must be called with ``cond`` held.
     """
 
     def __init__(
@@ -164,6 +320,12 @@ class Engine:
         self._closed = False
         self._sleep_until: float | None = None  # the I/O thread's current select deadline
         self._sleeping = False
+        self._users = 0
+        # Work from finalisers, run by the I/O thread: deque.append needs no lock.
+        self._posted: deque[Callable[[], None]] = deque()
+        self._retiring: dict[Association, str] = {}  # dropped users' closes: assoc -> label
+        self._orphaned = False  # no user left: stop once _retiring is empty
+        self._losses: list[tuple[str, list[ConnectionFailed]]] = []  # to warn about, by label
         self.io_error: BaseException | None = None
         """Set if the I/O thread died of an unexpected exception (a bug)."""
 
@@ -176,11 +338,58 @@ class Engine:
                 return
             self._thread = threading.Thread(target=self._run, name="rudp-io", daemon=True)
             self._thread.start()
+            _engines.add(self)
 
     @property
     def closed(self) -> bool:
-        """``close()`` was called."""
+        """``close()`` was called, or the engine stopped itself."""
         return self._closed
+
+    def acquire(self) -> None:
+        """One more user (a connection, listener or socket) shares the engine (cond held)."""
+        self._users += 1
+
+    def release(self) -> None:
+        """A user closed; the last one stops the engine.
+
+        If dropped users' closes are still running in the background, the I/O
+        thread finishes them first and then stops by itself.
+        """
+        with self.cond:
+            self._users -= 1
+            if self._users > 0:
+                return
+            if self._retiring and not self._closed:
+                self._orphaned = True
+                self._wake()
+                return
+        self.close()
+
+    def retire(
+        self,
+        assocs: list[Association] | None,
+        label: str | Callable[[], str],
+        *,
+        pending: Sequence[ConnectionFailed] = (),
+        stop_accepting: bool = False,
+    ) -> None:
+        """A user was dropped without ``close()``: close its associations in the background.
+
+        Safe from a finaliser in any thread (no lock is taken, nothing waits):
+        the work is queued for the I/O thread, which closes ``assocs`` (every
+        association when None) gracefully, releases the user, and warns on
+        stderr, under ``label``, about any message never acknowledged --
+        including the failures in ``pending`` the user never got to report.
+        ``stop_accepting``: a listener's, abort what it never accepted.
+        """
+        self._posted.append(lambda: self._retire(assocs, label, pending, stop_accepting))
+        self._wake()
+
+    def wait_stopped(self, timeout: float | None = None) -> None:
+        """Wait until the I/O thread has stopped (at exit: background closes finish)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def close(self) -> None:
         """Stop the I/O thread and close the sockets (no linger: callers linger first)."""
@@ -194,6 +403,9 @@ class Engine:
             self.cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        self._close_descriptors()
+
+    def _close_descriptors(self) -> None:
         self.sock.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -249,6 +461,7 @@ class Engine:
 
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
+        stopped_itself = False
         try:
             selector.register(self.sock, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
@@ -266,12 +479,25 @@ class Engine:
                     if self._stopping:
                         return
                     self._drain_wake()
+                    while self._posted:
+                        self._posted.popleft()()
                     batch = drain(self.sock, self.options.recv_batch, [])
                     now = time.monotonic()
                     if batch:
                         self.endpoint.receive_datagrams(batch, now)
                     self.endpoint.handle_timer(now)
                     self.pump()
+                    if self._retiring:
+                        self._reap_retired()
+                    lost, self._losses = self._losses, []
+                    if self._orphaned and not self._retiring:
+                        # Every user is gone and every background close is done.
+                        self._stopping = self._closed = stopped_itself = True
+                        self.cond.notify_all()
+                for label, errors in lost:  # outside the lock: stderr may block
+                    _warn(undelivered_warning(label, "dropped without close()", errors))
+                if stopped_itself:
+                    return
         except BaseException as exc:  # pragma: no cover - a bug; surface it to waiters
             with self.cond:
                 self.io_error = exc
@@ -280,6 +506,49 @@ class Engine:
             raise
         finally:
             selector.close()
+            if stopped_itself:
+                self._close_descriptors()
+
+    def _retire(
+        self,
+        assocs: list[Association] | None,
+        label: str | Callable[[], str],
+        pending: Sequence[ConnectionFailed],
+        stop_accepting: bool,
+    ) -> None:
+        """The I/O thread's half of ``retire`` (cond held)."""
+        name = label if isinstance(label, str) else label()
+        if pending:
+            self._losses.append((name, list(pending)))
+        if stop_accepting:
+            self.endpoint.accepting = False
+            while (unaccepted := self.endpoint.accept()) is not None:
+                unaccepted.abort("listener closed")
+        now = time.monotonic()
+        for assoc in self.endpoint.associations if assocs is None else assocs:
+            led = ledger(assoc)
+            if led.terminated and not led.lost:
+                continue
+            led.discard()  # nobody will read them; keep the peer's FIN from stalling
+            assoc.paused = False
+            with contextlib.suppress(LocalProtocolError):
+                assoc.close(now)
+            self._retiring[assoc] = name
+        self._users -= 1
+        if self._users <= 0:
+            self._orphaned = True
+
+    def _reap_retired(self) -> None:
+        """Forget background closes that are done; note what each lost (cond held)."""
+        lost: dict[str, list[ConnectionFailed]] = {}
+        for assoc, label in list(self._retiring.items()):
+            if not close_complete(assoc):
+                continue
+            del self._retiring[assoc]
+            led = ledger(assoc)
+            if led.lost:
+                lost.setdefault(label, []).append(led.error(address=assoc.address))
+        self._losses.extend(lost.items())
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(OSError):
