@@ -30,7 +30,14 @@ Semantics
   ``rudp.PeerProtocolError``: all are ``rudp.ConnectionFailed`` (and
   ``ConnectionError``), none is a ``TimeoutError``, so a polling loop
   ``except TimeoutError: continue`` ends on a failure.
-- ``close()`` is graceful and never loses data silently.  Our FIN
+- ``shutdown()`` is the half-close: our FIN follows every queued message and
+  ``send`` raises ``LocalProtocolError`` from then on, but the connection keeps
+  receiving: ``recv`` and iteration go on returning the peer's messages until
+  the peer's own FIN ends them.  (The peer's direction closes when it reads our
+  FIN: the core has no half-closed state on that side, specs/protocol.md
+  section 6.3, so the peer must have queued what it has to say by then; it can
+  still be delivered after our FIN.)
+- ``close()`` is the full close and never loses data silently.  Our FIN
   follows every queued message and ``close()`` waits until the peer has
   acknowledged all of it, FIN included, or the core gives up (``peer_timeout``
   of silence, ``max_retransmits``): then it raises the ``ConnectionFailed`` the
@@ -61,6 +68,7 @@ Semantics
 
 from __future__ import annotations
 
+import contextlib
 import socket as _socket
 import time
 from collections.abc import Iterator
@@ -117,6 +125,7 @@ class Connection:
         self._assoc = assoc
         self._ledger: ConnectionLedger = ledger(assoc)
         self._closed = False
+        self._shut_down = False
         options = engine.options
         self.linger = options.linger
         """Longest ``close()`` waits, in seconds; None: until acknowledged or given up."""
@@ -174,7 +183,7 @@ class Connection:
     def send(self, data: Any, timeout: float | None = None) -> None:
         """Queue one message; block only while the send buffer is full.
 
-        Raises ``LocalProtocolError`` after ``close()``,
+        Raises ``LocalProtocolError`` after ``shutdown()`` or ``close()``,
         ``ConnectionClosed`` once the peer has closed, a ``ConnectionFailed``
         after a failure and ``rudp.Timeout`` if no room came within ``timeout``.
         """
@@ -184,9 +193,9 @@ class Connection:
         deadline = None if timeout is None else time.monotonic() + timeout
         size, limit = len(data), self.send_buffer
         with engine.cond:
-            self._check_usable()
+            self._check_sendable()
             engine.wait_until(lambda: has_room(assoc, size, limit), deadline)
-            self._check_usable()
+            self._check_sendable()
             if self._ledger.peer_closed:
                 raise ConnectionClosed("the peer closed the connection")
             try:
@@ -198,6 +207,11 @@ class Connection:
             self._ledger.track(message_id, data)
             engine.pump()
 
+    def _check_sendable(self) -> None:
+        self._check_usable()
+        if self._shut_down:
+            raise LocalProtocolError("send() after shutdown()")
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until the peer has acknowledged every message sent so far."""
         engine = self._engine
@@ -206,6 +220,26 @@ class Connection:
             self._check_usable()
             engine.wait_until(lambda: acknowledged(self._assoc), deadline)
             self._check_usable()
+
+    def shutdown(self) -> None:
+        """Half-close: send our FIN after every queued message, and keep receiving.
+
+        ``send`` raises ``LocalProtocolError`` from now on; ``recv`` and
+        iteration return the peer's messages until its own FIN ends them.
+        Returns at once (``close()`` or ``flush()`` wait for the
+        acknowledgements).  Idempotent; raises the failure if the connection
+        already failed and ``LocalProtocolError`` after ``close()``.
+        """
+        engine = self._engine
+        with engine.cond:
+            self._check_usable()
+            if self._shut_down:
+                return
+            self._shut_down = True
+            if not self._ledger.terminated:
+                with contextlib.suppress(LocalProtocolError):  # the peer's FIN closed it
+                    self._assoc.close(engine.now())
+                engine.pump()
 
     # --- receiving ---------------------------------------------------------------
 
@@ -241,7 +275,7 @@ class Connection:
     # --- closing -----------------------------------------------------------------
 
     def close(self) -> None:
-        """Graceful close: FIN after every queued message; wait until all is acknowledged.
+        """Full close: FIN after every queued message; wait until all is acknowledged.
 
         Raises the ``ConnectionFailed`` the failure calls for (with
         ``undelivered``) if any message was never acknowledged, and
@@ -259,7 +293,7 @@ class Connection:
             with engine.cond:
                 if self._closed:
                     return []
-                self._closed = True
+                self._closed = self._shut_down = True
                 errors = finish_close(engine, [self._assoc], self.linger)
                 engine.cond.notify_all()
         finally:

@@ -55,6 +55,7 @@ class Connection:
         self._waiters: list[asyncio.Future[None]] = []
         self._needs_events = 0  # tasks in flush()/close()/handshake: never pause then
         self._local_closed = False
+        self._eof_written = False  # write_eof(): no more sending, reading goes on
         self._close_finished = False  # a close() returned or raised: later ones are no-ops
         self._closed_by_server = False  # Server.close() closed it, not the handler
 
@@ -165,6 +166,8 @@ class Connection:
             raise ConnectionClosed("the server is closing")
         if self._local_closed:
             raise LocalProtocolError("send() after close()")
+        if self._eof_written:
+            raise LocalProtocolError("send() after write_eof()")
         if led.terminated or led.peer_closed:
             raise ConnectionClosed("the peer closed the connection")
 
@@ -214,6 +217,34 @@ class Connection:
             await self._wait_for_events()
         if led.lost:
             raise led.error()
+
+    def can_write_eof(self) -> bool:
+        """Always True: a connection can be half-closed (as ``asyncio.Transport`` asks)."""
+        return True
+
+    async def write_eof(self) -> None:
+        """Half-close: our FIN follows every queued message; receiving goes on.
+
+        ``send()`` raises ``LocalProtocolError`` from now on, while ``recv()``
+        and ``async for`` go on returning the peer's messages until its own FIN
+        ends them.  Returns once the FIN is queued (``flush()`` or ``close()``
+        wait for acknowledgements).  The peer's direction closes when it reads
+        our FIN (the core has no half-closed state on that side,
+        specs/protocol.md section 6.3): it must have queued what it still has
+        to say by then.  Idempotent; raises the failure if the connection
+        failed, ``LocalProtocolError`` after ``close()``.
+        """
+        led = self._ledger
+        if led.failed is not None:
+            raise led.error()
+        if self._local_closed:
+            raise LocalProtocolError("write_eof() after close()")
+        if self._eof_written:
+            return
+        self._eof_written = True
+        if not led.terminated:
+            self._assoc.close(self._protocol.loop.time())
+            self._protocol.schedule()
 
     async def close(self) -> None:
         """Close gracefully: wait until the peer acknowledged everything and closed too.
