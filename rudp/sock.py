@@ -15,11 +15,16 @@ Semantics, where they differ from UDP or need a choice
   per peer.  After ``connect(address)`` ``recv``/``recvfrom`` return only that
   peer's messages and discard others, as the kernel does for a connected UDP
   socket.
-- **bufsize**: a message longer than ``bufsize`` is *not* returned: the call
-  raises ``BufferTooSmall`` (an ``OSError`` with ``errno.EMSGSIZE``, carrying
-  ``message_size``) and the message stays at the head of the queue, so calling
-  again with a large enough buffer gets it.  UDP would truncate silently; a
-  reliable socket must not lose the tail of a message.
+- **bufsize**: a message longer than ``bufsize`` is *not* returned, nor
+  truncated (UDP would cut it silently; a reliable socket must not lose the
+  tail of a message).  The call raises ``BufferTooSmall`` (an ``OSError`` with
+  ``errno.EMSGSIZE``, carrying ``message_size`` and the sender's ``address``)
+  *once* for that message, which stays queued: the first later call whose
+  ``bufsize`` is large enough returns it, in its place in arrival order.
+  Meanwhile calls with smaller buffers go on returning *other* peers'
+  messages in arrival order (or block for them) instead of raising again, so
+  one peer's large message cannot stall the others; that peer's later
+  messages wait behind it, since per-peer order is kept.  Nothing is dropped.
 - ``sendto``/``send`` return ``len(data)`` and block only while the
   association's unacknowledged bytes exceed ``send_buffer`` (option, default
   4 MiB); a non-blocking socket raises ``BlockingIOError`` instead, a timeout
@@ -176,6 +181,8 @@ class socket:
         self._peer: Any = None
         self._peers: dict[Any, Association] = {}
         self._ready: collections.deque[Association] = collections.deque()
+        self._held: dict[Association, bytes] = {}  # reported too large, kept for a big buffer
+        self._changes = 0  # bumped whenever _ready changes, for waiting readers
         self._errors: collections.deque[ConnectionFailed] = collections.deque()
         self._closing = False
         self._resolved: dict[Any, Any] = {}
@@ -396,21 +403,48 @@ class socket:
                 self._check_open()
                 self._raise_pending_error()
                 self._discard_foreign()
-                if self._ready:
+                index = self._next_fitting(bufsize)
+                if index is not None:
                     break
                 if self._timeout == 0.0:
                     raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-                engine.wait_until(lambda: bool(self._ready or self._errors), deadline)
-            assoc = self._ready[0]
+                # Wait for a change: a new message, or another reader taking a held one.
+                engine.wait_until(self._changed_since(self._changes), deadline)
+            assoc = self._ready[index]
             led = ledger(assoc)
             message = led.inbox[0]
-            if len(message) > bufsize:
-                raise BufferTooSmall(len(message), bufsize)
             if not peek:
-                self._ready.popleft()
+                del self._ready[index]
+                self._changes += 1
+                self._held.pop(assoc, None)
                 led.pop()
                 engine.resume(assoc)
             return message, assoc.address
+
+    def _changed_since(self, seen: int) -> Callable[[], bool]:
+        return lambda: self._changes != seen or bool(self._errors)
+
+    def _next_fitting(self, bufsize: int) -> int | None:
+        """Index in ``_ready`` of the message to return; raise ``BufferTooSmall`` once per message.
+
+        ``_ready`` has one entry per received message in arrival order, naming
+        its association; an association's first entry stands for the head of
+        its inbox.  A head larger than ``bufsize`` is reported once and then
+        *held*: the scan passes over that peer (its later messages must not
+        overtake it) and goes on with the other peers'.
+        """
+        passed: set[Association] = set()
+        for index, assoc in enumerate(self._ready):
+            if assoc in passed:
+                continue
+            message = ledger(assoc).inbox[0]
+            if len(message) <= bufsize:
+                return index
+            passed.add(assoc)
+            if self._held.get(assoc) is not message:
+                self._held[assoc] = message
+                raise BufferTooSmall(len(message), bufsize, address=assoc.address)
+        return None
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Next message (of the ``connect()``-ed peer, if connected)."""
@@ -420,10 +454,19 @@ class socket:
         """On a connected socket, drop messages from other peers (as UDP's kernel filter does)."""
         if self._peer is None:
             return
-        while self._ready and self._ready[0].address != self._peer:
-            assoc = self._ready.popleft()
-            ledger(assoc).pop()
-            self._engine.resume(assoc)
+        ready = self._ready
+        if all(assoc.address == self._peer for assoc in ready):
+            return
+        kept: collections.deque[Association] = collections.deque()
+        for assoc in ready:
+            if assoc.address == self._peer:
+                kept.append(assoc)
+            else:
+                ledger(assoc).pop()
+                self._held.pop(assoc, None)
+                self._engine.resume(assoc)
+        self._ready = kept
+        self._changes += 1
 
     # --- events and errors -------------------------------------------------------
 
@@ -431,6 +474,7 @@ class socket:
         """Engine callback (cond held): track readiness, peers and failures."""
         if isinstance(event, MessageReceived):
             self._ready.append(assoc)
+            self._changes += 1
         elif isinstance(event, Connected):
             endpoint = self._engine.endpoint
             while endpoint.accept(established_only=True) is not None:
