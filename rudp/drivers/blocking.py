@@ -311,6 +311,16 @@ class Engine:
             raise
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        try:
+            # Made here, not in the I/O thread, so every descriptor the engine
+            # owns exists once it is constructed (and is closed in one place).
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self.sock, selectors.EVENT_READ)
+            self._selector.register(self._wake_r, selectors.EVENT_READ)
+        except BaseException:
+            for closeable in (self.sock, self._wake_r, self._wake_w):
+                closeable.close()
+            raise
         self.endpoint = Endpoint(config, accepting=accepting, backlog=options.backlog)
         self.cond = threading.Condition(threading.Lock())
         self.on_event = on_event
@@ -406,6 +416,7 @@ class Engine:
         self._close_descriptors()
 
     def _close_descriptors(self) -> None:
+        self._selector.close()
         self.sock.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -460,11 +471,9 @@ class Engine:
             self._wake_w.send(b"\0")
 
     def _run(self) -> None:
-        selector = selectors.DefaultSelector()
+        selector = self._selector
         stopped_itself = False
         try:
-            selector.register(self.sock, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
             while True:
                 with self.cond:
                     if self._stopping:
@@ -505,7 +514,6 @@ class Engine:
                 self.cond.notify_all()
             raise
         finally:
-            selector.close()
             if stopped_itself:
                 self._close_descriptors()
 
