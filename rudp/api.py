@@ -39,16 +39,18 @@ Semantics
   still be delivered after our FIN.)
 - ``close()`` is the full close and never loses data silently.  Our FIN
   follows every queued message and ``close()`` waits until the peer has
-  acknowledged all of it, FIN included, or the core gives up (``peer_timeout``
-  of silence, ``max_retransmits``): then it raises the ``ConnectionFailed`` the
+  acknowledged every message, or the core gives up (``peer_timeout`` of
+  silence, ``max_retransmits``): then it raises the ``ConnectionFailed`` the
   failure calls for (``PeerUnreachable``, ...) with ``.undelivered``.  It also
   raises when messages were lost before the close (even if an earlier call
   already reported it): ``close()`` answers "did everything I sent arrive?".
-  ``linger`` (option, seconds) bounds the wait: when it runs out with messages
-  unacknowledged the connection is reset and ``rudp.LingerExpired`` (a
-  ``PeerUnreachable``) lists them; if only our FIN is in flight, ``close()``
-  returns and the FIN goes on alone.  ``linger=0`` never waits.  A second
-  ``close()`` returns at once.  Unread messages are dropped by the close.
+  Then it waits at most ``close_linger`` (2 s) more for our FIN's
+  acknowledgement, so the peer knows we are done (no error if it does not
+  come: nothing of ours is at stake).  ``linger`` (option, seconds) bounds
+  the whole wait: when it runs out with messages unacknowledged the
+  connection is reset and ``rudp.LingerExpired`` (a ``PeerUnreachable``)
+  lists them.  ``linger=0`` never waits.  A second ``close()`` returns at
+  once.  Unread messages are dropped by the close.
 - ``with`` closes on exit.  When the block is left by an exception, an error
   from that close does not replace it: it is added to the exception as a note
   and logged (``rudp`` logger).

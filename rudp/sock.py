@@ -38,8 +38,9 @@ Semantics, where they differ from UDP or need a choice
   Each is reported once.  A peer that merely went away with nothing owed to it
   is not an error, as with UDP.
 - **close()** closes every association gracefully and waits until every
-  message is acknowledged and every FIN too, or the core gives up on a peer
-  (``peer_timeout``...).  If anything was never acknowledged it raises: the
+  message is acknowledged, or the core gives up on a peer (``peer_timeout``
+  ...), then at most ``close_linger`` (2 s) more for the FINs'
+  acknowledgements.  If anything was never acknowledged it raises: the
   ``ConnectionFailed`` of the failure (``PeerUnreachable``...), or
   ``rudp.LingerExpired`` (a ``PeerUnreachable``) when the ``linger`` option
   (seconds; default None: no bound) ran out first -- those associations are

@@ -95,15 +95,17 @@ class DriverOptions:
 
     linger: float | None = None
     """Longest ``close()`` waits for the peer to acknowledge everything sent.
-    ``None``: until every message (and our FIN) is acknowledged or the core's
-    give-up budget (``peer_timeout``, ``max_retransmits``) ends the connection,
-    which then raises the precise ``ConnectionFailed`` with ``undelivered``.  No
-    fixed bound is right for every path, and a bound that runs out on a slow
-    but live path would lose data the protocol was still delivering.  A number
+    ``None``: until every message is acknowledged or the core's give-up budget
+    (``peer_timeout``, ``max_retransmits``) ends the connection, which then
+    raises the precise ``ConnectionFailed`` with ``undelivered``.  No fixed
+    bound is right for every path, and one that runs out on a slow but live
+    path would cut off data the protocol was still delivering.  A number
     shortens the wait: when it runs out with messages unacknowledged the
     connection is reset and ``close()`` raises ``rudp.LingerExpired`` (a
-    ``PeerUnreachable``) listing them; ``0`` does not wait at all.  When only
-    the close handshake is left the FIN is sent without waiting for it."""
+    ``PeerUnreachable``) listing them; ``0`` does not wait at all.  Once every
+    message is acknowledged the close handshake is not the caller's data: the
+    blocking faces wait at most ``Config.close_linger`` more for our FIN's
+    acknowledgement, asyncio for the peer's FIN too (see ``rudp.aio``)."""
 
     timeout: float | None = 10.0
     """Longest ``connect()`` waits for the handshake (``rudp.Timeout`` after);

@@ -140,20 +140,31 @@ def finish_close(
     """Close ``assocs`` gracefully and wait; return one error per association that lost data.
 
     Called with ``engine.cond`` held.  Every association gets its FIN after
-    its queued messages.  The wait ends when each one's FIN is acknowledged or
-    the connection ended -- with ``linger=None`` nothing else ends it, so only
-    the core's give-up budget stops a close to a dead peer, and the error is
-    then the one its ``Failed`` kind calls for.  When ``linger`` runs out
-    first, an association with messages still unacknowledged is aborted (the
-    peer gets a RESET, and nothing is delivered behind the back of the error
-    raised) and reported as ``LingerExpired``; one with only its FIN in flight
-    is left to finish (nothing of the caller's is at stake).  Associations that
-    failed earlier with unacknowledged messages are reported too.
+    its queued messages.  Then two waits:
+
+    1. Until every message is acknowledged or the connection ended.  With
+       ``linger=None`` nothing else ends it, so only the core's give-up budget
+       stops a close to a dead peer, and the error is the one its ``Failed``
+       kind calls for.  When ``linger`` runs out first, an association with
+       messages still unacknowledged is aborted (the peer gets a RESET, so
+       nothing is delivered behind the back of the error raised) and reported
+       as ``LingerExpired``.
+    2. Until our FIN is acknowledged too, at most ``close_linger`` more (and
+       within ``linger``): the peer then knows we are done.  Nothing of the
+       caller's is at stake any more, so running out is no error -- and
+       waiting the whole give-up budget here would make a close block for
+       ``peer_timeout`` whenever the peer went away after its last ack, which
+       loses nothing (its core ends such a close as ``Closed``, FIN_GIVE_UP).
+
+    Associations that failed earlier with unacknowledged messages are
+    reported too.
     """
     now = engine.now()
     live = [assoc for assoc in assocs if not ledger(assoc).terminated]
     for assoc in live:
-        ledger(assoc).discard()  # nobody reads after close: don't stall the peer's FIN
+        # Nobody reads after close; a full inbox would pause the association and
+        # hide its acknowledgements, and keep the peer's FIN out.
+        ledger(assoc).discard()
         assoc.paused = False
         with contextlib.suppress(LocalProtocolError):  # already closing
             assoc.close(now)
@@ -161,13 +172,19 @@ def finish_close(
     deadline = None if linger is None else time.monotonic() + linger
     expired: set[Association] = set()
     try:
-        engine.wait_until(lambda: all(close_complete(a) for a in live), deadline)
+        engine.wait_until(lambda: all(acknowledged(a) for a in live), deadline)
     except Timeout:
         for assoc in live:
-            if not close_complete(assoc) and not all_acknowledged(assoc):
+            if not acknowledged(assoc) and not all_acknowledged(assoc):
                 assoc.abort(f"close(): linger of {linger:g} s ran out")
                 expired.add(assoc)
         engine.pump()  # sends the RESETs and folds the Failed events in
+    else:
+        fin_deadline = time.monotonic() + engine.config.close_linger
+        if deadline is not None:
+            fin_deadline = min(fin_deadline, deadline)
+        with contextlib.suppress(Timeout):
+            engine.wait_until(lambda: all(close_complete(a) for a in live), fin_deadline)
     errors: list[ConnectionFailed] = []
     for assoc in assocs:
         led = ledger(assoc)
@@ -225,13 +242,14 @@ def _close_at_exit() -> None:
     finishing a dropped object's close in the background are waited for too.
     """
     for item in list(_open):
+        label = item.label  # before the close: a closed socket has no address
         try:
             errors = item._close_all()
         except Exception as exc:  # pragma: no cover - a driver bug: still close the rest
-            _warn(f"rudp: warning: closing {item.label} at exit failed: {exc!r}")
+            _warn(f"rudp: warning: closing {label} at exit failed: {exc!r}")
             continue
         if errors:
-            _warn(undelivered_warning(item.label, "closed at exit", errors))
+            _warn(undelivered_warning(label, "closed at exit", errors))
     for engine in list(_engines):
         engine.wait_stopped()
 
@@ -333,7 +351,8 @@ class Engine:
         self._users = 0
         # Work from finalisers, run by the I/O thread: deque.append needs no lock.
         self._posted: deque[Callable[[], None]] = deque()
-        self._retiring: dict[Association, str] = {}  # dropped users' closes: assoc -> label
+        # Dropped users' closes: assoc -> (label, deadline for our FIN's ack once all is acked).
+        self._retiring: dict[Association, tuple[str, float | None]] = {}
         self._orphaned = False  # no user left: stop once _retiring is empty
         self._losses: list[tuple[str, list[ConnectionFailed]]] = []  # to warn about, by label
         self.io_error: BaseException | None = None
@@ -541,17 +560,30 @@ class Engine:
             assoc.paused = False
             with contextlib.suppress(LocalProtocolError):
                 assoc.close(now)
-            self._retiring[assoc] = name
+            self._retiring[assoc] = (name, None)
         self._users -= 1
         if self._users <= 0:
             self._orphaned = True
 
     def _reap_retired(self) -> None:
-        """Forget background closes that are done; note what each lost (cond held)."""
+        """Forget background closes that are done; note what each lost (cond held).
+
+        Done as ``finish_close`` is: every message acknowledged (or the end
+        came), then our FIN's acknowledgement or ``close_linger``, whichever
+        is first.  (Checked after every wake-up; the FIN's retransmission timer
+        wakes the thread while it waits.)
+        """
+        now = time.monotonic()
         lost: dict[str, list[ConnectionFailed]] = {}
-        for assoc, label in list(self._retiring.items()):
+        for assoc, (label, fin_deadline) in list(self._retiring.items()):
             if not close_complete(assoc):
-                continue
+                if not acknowledged(assoc):
+                    continue
+                if fin_deadline is None:
+                    self._retiring[assoc] = (label, now + self.config.close_linger)
+                    continue
+                if now < fin_deadline:
+                    continue
             del self._retiring[assoc]
             led = ledger(assoc)
             if led.lost:
