@@ -87,12 +87,11 @@ from rudp.drivers._common import (
 from rudp.drivers.blocking import (
     Engine,
     acknowledged,
-    finalize_dropped,
     finish_close,
     has_room,
     ledger,
-    register_for_exit,
 )
+from rudp.drivers.lifetime import finalize_dropped, register_for_exit
 from rudp.errors import (
     ConnectionClosed,
     ConnectionFailed,

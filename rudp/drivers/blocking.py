@@ -26,16 +26,18 @@ events, so the core counts them against the receive window and the peer slows
 down); reading below the limits resumes it.
 
 The helpers at the top (``has_room``, ``acknowledged``, ``close_complete``,
-``finish_close``, ``register_for_exit``) are the blocking semantics both faces
-share: when a send may proceed, when a flush or a close is done, how a close
-waits and what it reports, closing at exit.
+``finish_close``) are the blocking semantics both faces share: when a send
+may proceed, when a flush or a close is done, how a close waits and what it
+reports.  What becomes of a face that is never closed (at exit, or dropped)
+is ``rudp.drivers.lifetime``.
 
 Lifetime
 ========
 
 An engine counts its *users* (``acquire``/``release``: a ``Connection``, a
 ``Listener``, a ``rudp.socket``); the last ``release`` stops it.  A user
-dropped without ``close()`` is finalised (``weakref.finalize``) by ``retire``,
+dropped without ``close()`` is finalised (``weakref.finalize``,
+``rudp.drivers.lifetime``) by ``retire``,
 which only queues work for the I/O thread and wakes it -- a finaliser may run
 in any thread, even in this one while it holds ``cond`` (cyclic GC), so it must
 neither lock nor join.  The I/O thread then closes the dropped user's
@@ -51,23 +53,19 @@ and the retransmission machinery (or the give-up budget) deals with them.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import logging
 import selectors
 import socket as _socket
-import sys
 import threading
 import time
-import warnings
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
 from rudp.drivers._common import ConnectionLedger, DriverOptions, close_done, drain, udp_socket
+from rudp.drivers.lifetime import running_engines, undelivered_warning, warn
 from rudp.errors import ConnectionFailed, LingerExpired, LocalProtocolError, Timeout
 from rudp.events import MessageReceived
 
@@ -76,15 +74,10 @@ __all__ = [
     "acknowledged",
     "all_acknowledged",
     "close_complete",
-    "finalize_dropped",
     "finish_close",
     "has_room",
     "ledger",
-    "register_for_exit",
-    "undelivered_warning",
 ]
-
-logger = logging.getLogger("rudp")
 
 
 def ledger(assoc: Association) -> ConnectionLedger:
@@ -200,103 +193,6 @@ def finish_close(
     return errors
 
 
-def undelivered_warning(label: str, when: str, errors: Sequence[ConnectionFailed]) -> str:
-    """The one-line warning for messages a program will never see acknowledged.
-
-    ``rudp: warning: rudp.Connection on ('127.0.0.1', 40123) closed at exit with
-    2 message(s) never acknowledged: 2 to ('127.0.0.1', 4242) (peer unreachable:
-    nothing heard for 0.5 s)``
-    """
-    total = sum(len(error.undelivered) for error in errors)
-    detail = ", ".join(
-        f"{len(error.undelivered)} to {error.address!r} ({error.reason})" for error in errors
-    )
-    return f"rudp: warning: {label} {when} with {total} message(s) never acknowledged: {detail}"
-
-
-def _warn(line: str) -> None:
-    with contextlib.suppress(OSError, ValueError):  # stderr closed at shutdown
-        print(line, file=sys.stderr, flush=True)
-
-
-class _Closeable(Protocol):
-    @property
-    def label(self) -> str: ...
-
-    def _close_all(self) -> list[ConnectionFailed]: ...
-
-
-_open: weakref.WeakSet[_Closeable] = weakref.WeakSet()
-_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # running: may be closing in the background
-
-
-@atexit.register
-def _close_at_exit() -> None:
-    """Give what the program never closed its graceful close; warn about what is lost.
-
-    A UDP program may exit right after its last ``sendto``; the kernel would
-    still transmit that datagram, so a drop-in must still deliver the message:
-    each close waits as ``close()`` does (until acknowledged or given up, or
-    ``linger``).  Whatever is still unacknowledged then is named on stderr, per
-    connection or socket, instead of vanishing with the process.  Engines
-    finishing a dropped object's close in the background are waited for too.
-    """
-    for item in list(_open):
-        label = item.label  # before the close: a closed socket has no address
-        try:
-            errors = item._close_all()
-        except Exception as exc:  # pragma: no cover - a driver bug: still close the rest
-            _warn(f"rudp: warning: closing {label} at exit failed: {exc!r}")
-            continue
-        if errors:
-            _warn(undelivered_warning(label, "closed at exit", errors))
-    for engine in list(_engines):
-        engine.wait_stopped()
-
-
-def _dropped(
-    engine: Engine,
-    assocs: list[Association] | None,
-    label: str | Callable[[], str],
-    pending: Sequence[ConnectionFailed],
-    stop_accepting: bool,
-) -> None:
-    engine.retire(assocs, label, pending=pending, stop_accepting=stop_accepting)
-    name = label if isinstance(label, str) else "rudp.socket"
-    warnings.warn(f"unclosed {name}", ResourceWarning, stacklevel=1)
-
-
-def finalize_dropped(
-    item: object,
-    engine: Engine,
-    assocs: list[Association] | None,
-    label: str | Callable[[], str],
-    *,
-    pending: Sequence[ConnectionFailed] = (),
-    stop_accepting: bool = False,
-) -> weakref.finalize[Any, Any]:
-    """Have ``engine.retire`` finish ``item``'s associations if it is dropped unclosed.
-
-    The finaliser refers only to the engine and the arguments, never to
-    ``item`` (that would keep it alive).  Like an unclosed socket it warns
-    with ``ResourceWarning``.  It does not run at exit: ``_close_at_exit``
-    closes a live ``item`` gracefully (and waits) instead.  ``close()``
-    detaches it; ``detach()`` returning None means it already ran or was
-    detached, so a user is released exactly once.
-    """
-    finalizer = weakref.finalize(item, _dropped, engine, assocs, label, pending, stop_accepting)
-    finalizer.atexit = False
-    return finalizer
-
-
-def register_for_exit(item: _Closeable, register: bool = True) -> None:
-    """Close ``item`` at interpreter exit unless it is closed first (``register=False``)."""
-    if register:
-        _open.add(item)
-    else:
-        _open.discard(item)
-
-
 class Engine:
     """One UDP socket, one endpoint, one I/O thread (see the module docs).
 
@@ -367,7 +263,7 @@ class Engine:
                 return
             self._thread = threading.Thread(target=self._run, name="rudp-io", daemon=True)
             self._thread.start()
-            _engines.add(self)
+            running_engines.add(self)
 
     @property
     def closed(self) -> bool:
@@ -523,7 +419,7 @@ class Engine:
                         self._stopping = self._closed = stopped_itself = True
                         self.cond.notify_all()
                 for label, errors in lost:  # outside the lock: stderr may block
-                    _warn(undelivered_warning(label, "dropped without close()", errors))
+                    warn(undelivered_warning(label, "dropped without close()", errors))
                 if stopped_itself:
                     return
         except BaseException as exc:  # pragma: no cover - a bug; surface it to waiters
