@@ -50,7 +50,10 @@ Semantics
   the whole wait: when it runs out with messages unacknowledged the
   connection is reset and ``rudp.LingerExpired`` (a ``PeerUnreachable``)
   lists them.  ``linger=0`` never waits.  A second ``close()`` returns at
-  once.  Unread messages are dropped by the close.
+  once.  Unread messages are dropped by the close.  Once the last connection
+  (and listener) of a socket is closed, its I/O thread may stay up to
+  ``close_linger`` longer, as TCP's TIME_WAIT does, to acknowledge again
+  what the peer retransmits because our last acknowledgement was lost.
 - ``with`` closes on exit.  When the block is left by an exception, an error
   from that close does not replace it: it is added to the exception as a note
   and logged (``rudp`` logger).

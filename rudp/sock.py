@@ -49,8 +49,12 @@ Semantics, where they differ from UDP or need a choice
   lost payload (per peer, in send order), ``.address`` is None and the
   reason names each peer.  ``undelivered`` on the socket keeps the same
   payloads.  A failure the socket already raised is not raised again.
-  ``linger=0`` never waits.  A ``with`` block left by an exception keeps that
-  exception: a close error becomes a note on it (and a ``rudp`` log record).
+  ``linger=0`` never waits.  The port is free when ``close()`` returns, as
+  with UDP: there is no TIME_WAIT (a peer whose last acknowledgement from us
+  was lost gives up on it and lists those messages as undelivered:
+  conservative, never silent).  A ``with`` block left by an exception keeps
+  that exception: a close error becomes a note on it (and a ``rudp`` log
+  record).
 - A socket dropped without ``close()`` is closed the same way in the
   background when it is garbage-collected (with a ``ResourceWarning``, as for
   an unclosed ``socket.socket``); its I/O thread and descriptors go once that
@@ -187,7 +191,12 @@ class socket:
         self._closing = False
         self._resolved: dict[Any, Any] = {}
         self._engine = engine = Engine(
-            family, config, driver_options, accepting=True, on_event=_weak_callback(self._on_event)
+            family,
+            config,
+            driver_options,
+            accepting=True,
+            on_event=_weak_callback(self._on_event),
+            time_wait=False,  # close() frees the port at once, as UDP's does
         )
         with engine.cond:
             engine.acquire()

@@ -208,6 +208,7 @@ class Engine:
         *,
         accepting: bool = False,
         on_event: Callable[[Association, Any], None] | None = None,
+        time_wait: bool = True,
     ) -> None:
         self.family = family
         self.config = config
@@ -249,7 +250,9 @@ class Engine:
         self._posted: deque[Callable[[], None]] = deque()
         # Dropped users' closes: assoc -> (label, deadline for our FIN's ack once all is acked).
         self._retiring: dict[Association, tuple[str, float | None]] = {}
-        self._orphaned = False  # no user left: stop once _retiring is empty
+        self._orphaned = False  # no user left: stop once _retiring is empty (and TIME_WAIT)
+        self._time_wait = time_wait
+        self._linger_until: float | None = None  # orphaned: last moment to keep serving
         self._losses: list[tuple[str, list[ConnectionFailed]]] = []  # to warn about, by label
         self.io_error: BaseException | None = None
         """Set if the I/O thread died of an unexpected exception (a bug)."""
@@ -278,13 +281,21 @@ class Engine:
         """A user closed; the last one stops the engine.
 
         If dropped users' closes are still running in the background, the I/O
-        thread finishes them first and then stops by itself.
+        thread finishes them first and then stops by itself.  So it does, with
+        ``time_wait``, while closed associations still finish their close
+        handshake -- for at most ``close_linger``: the TIME_WAIT of TCP, where
+        the side that acknowledged last stays to acknowledge a retransmission
+        (of the peer's FIN, or of data sent after our FIN) whose first
+        acknowledgement was lost.  Without it the peer could never learn that
+        its last messages arrived; it would give up and list them as
+        undelivered.  ``rudp.socket`` passes ``time_wait=False``: its close
+        must free the port at once, as a UDP socket's does.
         """
         with self.cond:
             self._users -= 1
             if self._users > 0:
                 return
-            if self._retiring and not self._closed:
+            if not self._closed and (self._retiring or (self._time_wait and len(self.endpoint))):
                 self._orphaned = True
                 self._wake()
                 return
@@ -310,11 +321,16 @@ class Engine:
         self._posted.append(lambda: self._retire(assocs, label, pending, stop_accepting))
         self._wake()
 
-    def wait_stopped(self, timeout: float | None = None) -> None:
-        """Wait until the I/O thread has stopped (at exit: background closes finish)."""
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+    def wait_retired(self, timeout: float) -> None:
+        """Wait until the background closes of dropped users are done (at exit).
+
+        Not for TIME_WAIT: nothing of the program's is at stake there, and an
+        exit should not wait ``close_linger`` for it.
+        """
+        if self._thread is None or self._thread is threading.current_thread():
+            return
+        with self.cond:
+            self.cond.wait_for(lambda: not self._retiring or self._closed, timeout)
 
     def close(self) -> None:
         """Stop the I/O thread and close the sockets (no linger: callers linger first)."""
@@ -394,6 +410,9 @@ class Engine:
                     if self._stopping:
                         return
                     deadline = self.endpoint.get_timer()
+                    until = self._linger_until
+                    if until is not None and (deadline is None or until < deadline):
+                        deadline = until
                     self._sleep_until = deadline
                     self._sleeping = True
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -414,7 +433,7 @@ class Engine:
                     if self._retiring:
                         self._reap_retired()
                     lost, self._losses = self._losses, []
-                    if self._orphaned and not self._retiring:
+                    if self._orphaned and not self._retiring and self._served_out(now):
                         # Every user is gone and every background close is done.
                         self._stopping = self._closed = stopped_itself = True
                         self.cond.notify_all()
@@ -460,6 +479,14 @@ class Engine:
         self._users -= 1
         if self._users <= 0:
             self._orphaned = True
+
+    def _served_out(self, now: float) -> bool:
+        """Orphaned, nothing retiring: may stop (every association over, or TIME_WAIT spent)."""
+        if len(self.endpoint) == 0:
+            return True
+        if self._linger_until is None:
+            self._linger_until = now + self.config.close_linger
+        return now >= self._linger_until
 
     def _reap_retired(self) -> None:
         """Forget background closes that are done; note what each lost (cond held).

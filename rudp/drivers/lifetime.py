@@ -77,7 +77,9 @@ def _close_at_exit() -> None:
     each close waits as ``close()`` does (until acknowledged or given up, or
     ``linger``).  Whatever is still unacknowledged then is named on stderr, per
     connection or socket, instead of vanishing with the process.  Engines
-    finishing a dropped object's close in the background are waited for too.
+    finishing a dropped object's close in the background are waited for too
+    (not those only sitting out a TIME_WAIT: nothing of the program's is at
+    stake there).
     """
     for item in list(_open):
         label = item.label  # before the close: a closed socket has no address
@@ -92,7 +94,7 @@ def _close_at_exit() -> None:
         # The core's budgets end every background close (silence: peer_timeout;
         # the FIN: close_linger); the bound is only a safety net against a bug.
         config = engine.config
-        engine.wait_stopped(2 * config.peer_timeout + config.close_linger)
+        engine.wait_retired(2 * config.peer_timeout + config.close_linger)
 
 
 def _dropped(
