@@ -35,7 +35,10 @@ Lifetime
 ========
 
 An engine counts its *users* (``acquire``/``release``: a ``Connection``, a
-``Listener``, a ``rudp.socket``); the last ``release`` stops it.  A user
+``Listener``, a ``rudp.socket``); the last ``release`` stops it -- for a
+connection's engine after at most ``close_linger`` more, while closed
+associations finish their close handshake (TCP's TIME_WAIT; see
+``release``).  A user
 dropped without ``close()`` is finalised (``weakref.finalize``,
 ``rudp.drivers.lifetime``) by ``retire``,
 which only queues work for the I/O thread and wakes it -- a finaliser may run
