@@ -19,7 +19,8 @@ Server (every connection shares the one UDP socket)::
 ``**options`` are ``rudp.config.Config`` field names (``peer_timeout=5.0``,
 ``max_message_size=...``; or ``config=Config(...)``) plus the driver options of
 ``rudp.drivers.DriverOptions``, the same for every rudp API: ``send_buffer``,
-``recv_buffer``, ``linger`` (bound of ``close()``), ``timeout`` (bound of the
+``recv_buffer``, ``linger`` (bound of ``close()``; default None: until every
+message is acknowledged or the core gives up), ``timeout`` (bound of the
 handshake in ``connect()``), ``backlog``, ``local_addr``, ``socket_buffer``,
 ``recv_batch``.
 
@@ -145,7 +146,7 @@ class Server:
     leaving the block closes it (see :meth:`close` and :meth:`wait_closed`).
     """
 
-    def __init__(self, handler: Handler, linger: float) -> None:
+    def __init__(self, handler: Handler, linger: float | None) -> None:
         self._handler = handler
         self._linger = linger
         self._protocol: EndpointProtocol | None = None
@@ -225,7 +226,12 @@ class Server:
         """Wait for every handler and connection to finish, then close the socket.
 
         Connections get ``linger`` seconds to close; handlers still running
-        after that are cancelled.  Closes the server first if needed.
+        after that are cancelled.  With ``linger=None`` (the default) there is
+        no such bound: every connection closes when acknowledged or given up by
+        the core, and the wait lasts until every handler has returned, as
+        ``asyncio.Server.wait_closed`` waits for its connections (a handler
+        must return once its connection has ended).  Closes the server first
+        if needed.
         """
         self.close()
         assert self._protocol is not None

@@ -30,8 +30,40 @@ Semantics
   ``rudp.PeerProtocolError``: all are ``rudp.ConnectionFailed`` (and
   ``ConnectionError``), none is a ``TimeoutError``, so a polling loop
   ``except TimeoutError: continue`` ends on a failure.
-- ``close()`` is graceful: our FIN follows every queued message; it lingers
-  up to ``linger`` seconds (option, default 5.0) for them to be acknowledged.
+- ``shutdown()`` is the half-close: our FIN follows every queued message and
+  ``send`` raises ``LocalProtocolError`` from then on, but the connection keeps
+  receiving: ``recv`` and iteration go on returning the peer's messages until
+  the peer's own FIN ends them.  (The peer's direction closes when it reads our
+  FIN: the core has no half-closed state on that side, specs/protocol.md
+  section 6.3, so the peer must have queued what it has to say by then; it can
+  still be delivered after our FIN.)
+- ``close()`` is the full close and never loses data silently.  Our FIN
+  follows every queued message and ``close()`` waits until the peer has
+  acknowledged every message, or the core gives up (``peer_timeout`` of
+  silence, ``max_retransmits``): then it raises the ``ConnectionFailed`` the
+  failure calls for (``PeerUnreachable``, ...) with ``.undelivered``.  It also
+  raises when messages were lost before the close (even if an earlier call
+  already reported it): ``close()`` answers "did everything I sent arrive?".
+  Then it waits at most ``close_linger`` (2 s) more for our FIN's
+  acknowledgement, so the peer knows we are done (no error if it does not
+  come: nothing of ours is at stake).  ``linger`` (option, seconds) bounds
+  the whole wait: when it runs out with messages unacknowledged the
+  connection is reset and ``rudp.LingerExpired`` (a ``PeerUnreachable``)
+  lists them.  ``linger=0`` never waits.  A second ``close()`` returns at
+  once.  Unread messages are dropped by the close.  Once the last connection
+  (and listener) of a socket is closed, its I/O thread may stay up to
+  ``close_linger`` longer, as TCP's TIME_WAIT does, to acknowledge again
+  what the peer retransmits because our last acknowledgement was lost.
+- ``with`` closes on exit.  When the block is left by an exception, an error
+  from that close does not replace it: it is added to the exception as a note
+  and logged (``rudp`` logger).
+- A ``Connection`` (or ``Listener``) dropped without ``close()`` is closed
+  gracefully in the background when it is garbage-collected (with a
+  ``ResourceWarning``, as for an unclosed socket): its I/O thread and
+  descriptors go once that close is done.  One still open at interpreter exit
+  is closed then.  Either way a message never acknowledged is named in a
+  warning on stderr (``rudp: warning: ... N message(s) never acknowledged
+  ...``).
 - Threads: one thread may read while another writes (and a third flushes);
   every call is serialised on the engine's lock only for its bookkeeping.
 - Options: ``rudp.Config`` field names (or ``config=``) plus the driver
@@ -43,28 +75,31 @@ from __future__ import annotations
 
 import contextlib
 import socket as _socket
-import threading
 import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 from rudp.core.endpoint import Association
-from rudp.drivers._common import ConnectionLedger, default_local_address, split_options
+from rudp.drivers._common import (
+    ConnectionLedger,
+    attach_close_error,
+    default_local_address,
+    split_options,
+)
 from rudp.drivers.blocking import (
     Engine,
     acknowledged,
-    close_complete,
+    finish_close,
     has_room,
     ledger,
-    register_for_exit,
 )
+from rudp.drivers.lifetime import finalize_dropped, register_for_exit
 from rudp.errors import (
     ConnectionClosed,
     ConnectionFailed,
     LocalProtocolError,
     MessageTooLarge,
-    Timeout,
 )
 
 __all__ = ["Connection", "Listener", "connect", "listen"]
@@ -84,41 +119,25 @@ def _family_and_address(address: Any) -> tuple[int, Any]:
     return family, sockaddr
 
 
-class _EngineShare:
-    """Reference count of the users of one engine; the last release closes it."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._users = 0
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        with self._lock:
-            self._users += 1
-
-    def release(self) -> None:
-        with self._lock:
-            self._users -= 1
-            last = self._users == 0
-        if last:
-            self.engine.close()
-
-
 class Connection:
     """One reliable, ordered message connection (see the module docs)."""
 
-    def __init__(self, share: _EngineShare, assoc: Association) -> None:
-        share.acquire()
-        self._share = share
-        self._engine = share.engine
+    def __init__(self, engine: Engine, assoc: Association) -> None:
+        """(Made by ``connect`` and ``Listener.accept``, with ``engine.cond`` held.)"""
+        engine.acquire()
+        self._engine = engine
         self._assoc = assoc
         self._ledger: ConnectionLedger = ledger(assoc)
         self._closed = False
-        options = self._engine.options
+        self._shut_down = False
+        options = engine.options
         self.linger = options.linger
-        """Seconds ``close()`` waits for unacknowledged messages."""
+        """Longest ``close()`` waits, in seconds; None: until acknowledged or given up."""
         self.send_buffer = options.send_buffer
         """Unacknowledged bytes after which ``send`` blocks."""
+        self.label = f"rudp.Connection on {engine.sock.getsockname()!r} to {assoc.address!r}"
+        """How warnings name this connection."""
+        self._finalizer = finalize_dropped(self, engine, [assoc], self.label)
         register_for_exit(self)
 
     # --- addresses and stats -------------------------------------------------------
@@ -166,16 +185,21 @@ class Connection:
     # --- sending -----------------------------------------------------------------
 
     def send(self, data: Any, timeout: float | None = None) -> None:
-        """Queue one message; block only while the send buffer is full."""
+        """Queue one message; block only while the send buffer is full.
+
+        Raises ``LocalProtocolError`` after ``shutdown()`` or ``close()``,
+        ``ConnectionClosed`` once the peer has closed, a ``ConnectionFailed``
+        after a failure and ``rudp.Timeout`` if no room came within ``timeout``.
+        """
         data = bytes(data)
         engine = self._engine
         assoc = self._assoc
         deadline = None if timeout is None else time.monotonic() + timeout
         size, limit = len(data), self.send_buffer
         with engine.cond:
-            self._check_usable()
+            self._check_sendable()
             engine.wait_until(lambda: has_room(assoc, size, limit), deadline)
-            self._check_usable()
+            self._check_sendable()
             if self._ledger.peer_closed:
                 raise ConnectionClosed("the peer closed the connection")
             try:
@@ -187,6 +211,11 @@ class Connection:
             self._ledger.track(message_id, data)
             engine.pump()
 
+    def _check_sendable(self) -> None:
+        self._check_usable()
+        if self._shut_down:
+            raise LocalProtocolError("send() after shutdown()")
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until the peer has acknowledged every message sent so far."""
         engine = self._engine
@@ -195,6 +224,26 @@ class Connection:
             self._check_usable()
             engine.wait_until(lambda: acknowledged(self._assoc), deadline)
             self._check_usable()
+
+    def shutdown(self) -> None:
+        """Half-close: send our FIN after every queued message, and keep receiving.
+
+        ``send`` raises ``LocalProtocolError`` from now on; ``recv`` and
+        iteration return the peer's messages until its own FIN ends them.
+        Returns at once (``close()`` or ``flush()`` wait for the
+        acknowledgements).  Idempotent; raises the failure if the connection
+        already failed and ``LocalProtocolError`` after ``close()``.
+        """
+        engine = self._engine
+        with engine.cond:
+            self._check_usable()
+            if self._shut_down:
+                return
+            self._shut_down = True
+            if not self._ledger.terminated:
+                with contextlib.suppress(LocalProtocolError):  # the peer's FIN closed it
+                    self._assoc.close(engine.now())
+                engine.pump()
 
     # --- receiving ---------------------------------------------------------------
 
@@ -230,25 +279,32 @@ class Connection:
     # --- closing -----------------------------------------------------------------
 
     def close(self) -> None:
-        """Graceful close: lingers up to ``linger`` s for queued messages to be acknowledged."""
+        """Full close: FIN after every queued message; wait until all is acknowledged.
+
+        Raises the ``ConnectionFailed`` the failure calls for (with
+        ``undelivered``) if any message was never acknowledged, and
+        ``LingerExpired`` if ``linger`` ran out first (see the module docs).
+        A second call returns at once.
+        """
+        errors = self._close_all()
+        if errors:
+            raise errors[0]
+
+    def _close_all(self) -> list[ConnectionFailed]:
+        """``close()`` returning, instead of raising, what was lost (at-exit closes)."""
         engine = self._engine
-        with engine.cond:
-            if self._closed:
-                return
-            self._closed = True
-            assoc = self._assoc
-            if not self._ledger.terminated:
-                with contextlib.suppress(LocalProtocolError):  # already closing
-                    assoc.close(engine.now())
-                engine.pump()
-                if self.linger > 0:
-                    with contextlib.suppress(Timeout):
-                        engine.wait_until(
-                            lambda: close_complete(assoc), time.monotonic() + self.linger
-                        )
-            engine.cond.notify_all()
-        register_for_exit(self, False)
-        self._share.release()
+        try:
+            with engine.cond:
+                if self._closed:
+                    return []
+                self._closed = self._shut_down = True
+                errors = finish_close(engine, [self._assoc], self.linger)
+                engine.cond.notify_all()
+        finally:
+            if self._finalizer.detach() is not None:  # only the first close releases
+                register_for_exit(self, False)
+                engine.release()
+        return errors
 
     def __enter__(self) -> Connection:
         return self
@@ -259,7 +315,13 @@ class Connection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as error:
+            attach_close_error(exc, error, self.label)
 
 
 class Listener:
@@ -274,13 +336,16 @@ class Listener:
         except BaseException:
             engine.close()
             raise
-        self._share = _EngineShare(engine)
-        self._share.acquire()
+        with engine.cond:
+            engine.acquire()
         self._engine = engine
         self._closed = False
         self.address: Any = engine.sock.getsockname()
         """The bound address (with the real port when bound to port 0)."""
+        self.label = f"rudp.Listener on {self.address!r}"
+        """How warnings name this listener."""
         engine.start()
+        self._finalizer = finalize_dropped(self, engine, [], self.label, stop_accepting=True)
         register_for_exit(self)
 
     def accept(self, timeout: float | None = None) -> Connection:
@@ -301,7 +366,7 @@ class Listener:
             engine.wait_until(take, deadline)
             if not found:
                 raise LocalProtocolError("the listener is closed")
-            return Connection(self._share, found[0])
+            return Connection(engine, found[0])
 
     def close(self) -> None:
         """Stop accepting; connections already accepted keep working until closed."""
@@ -314,8 +379,14 @@ class Listener:
             while (assoc := engine.endpoint.accept()) is not None:
                 assoc.abort("listener closed")
             engine.pump()
+        self._finalizer.detach()
         register_for_exit(self, False)
-        self._share.release()
+        engine.release()
+
+    def _close_all(self) -> list[ConnectionFailed]:
+        """``close()`` for the at-exit registry (a listener sends nothing: it loses nothing)."""
+        self.close()
+        return []
 
     def __enter__(self) -> Listener:
         return self
@@ -326,7 +397,13 @@ class Listener:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as error:  # pragma: no cover - closing a listener raises nothing
+            attach_close_error(exc, error, self.label)
 
     def __repr__(self) -> str:
         return f"<rudp.Listener address={self.address!r} closed={self._closed}>"
@@ -350,18 +427,17 @@ def connect(address: Any, timeout: float | None = 10.0, **options: Any) -> Conne
     try:
         engine.sock.bind(driver_options.local_addr or default_local_address(family, peer))
         engine.start()
-        share = _EngineShare(engine)
         deadline = None if timeout is None else time.monotonic() + timeout
         with engine.cond:
             assoc = engine.endpoint.connect(peer, engine.now())
             led = ledger(assoc)
             engine.pump()
             engine.wait_until(lambda: led.connected or led.terminated, deadline)
-            connection = Connection(share, assoc)
-        error = connection._failure_error()
-        if error is not None:
-            raise error
+            if led.failed is not None:
+                raise led.error()
+            if not led.connected:  # pragma: no cover - the engine died under us (a bug)
+                raise ConnectionFailed("connect() failed: the I/O thread stopped", ())
+            return Connection(engine, assoc)
     except BaseException:
         engine.close()
         raise
-    return connection

@@ -9,6 +9,7 @@ Connection failures form one family::
 
     ConnectionFailed(RudpError, ConnectionError)     .reason .undelivered .kind
     +-- PeerUnreachable                              silence (not a TimeoutError: see there)
+    |   +-- LingerExpired                            close() ran out of ``linger`` first
     +-- ConnectionReset(.., ConnectionResetError)    the peer sent a RESET
     +-- ConnectionAborted(.., ConnectionAbortedError) ended locally
     +-- PeerProtocolError                            the peer broke the protocol
@@ -98,6 +99,34 @@ class PeerUnreachable(ConnectionFailed):
     default_kind = FailureKind.UNREACHABLE
 
 
+class LingerExpired(PeerUnreachable):
+    """``close()`` ran out of its ``linger`` bound before the peer acknowledged everything.
+
+    By default (``linger=None``) a close waits until every message is
+    acknowledged or the core's give-up budget ends the connection (then the
+    precise ``ConnectionFailed`` subclass is raised).  An explicit ``linger``
+    bounds that wait; when it runs out with messages still unacknowledged, the
+    connection is reset (so nothing is delivered behind the caller's back after
+    this was raised) and this error lists them in ``undelivered``, in send
+    order.  It is a ``PeerUnreachable`` because, from the caller's side, the
+    peer was not reachable within the time it allowed: ``except
+    rudp.PeerUnreachable`` around ``close()`` covers both ways of giving up.
+    ``linger`` is the bound that ran out, in seconds.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        undelivered: tuple[object, ...] = (),
+        kind: FailureKind | None = None,
+        *,
+        address: Any = None,
+        linger: float | None = None,
+    ) -> None:
+        super().__init__(reason, undelivered, kind, address=address)
+        self.linger = linger
+
+
 class ConnectionReset(ConnectionFailed, ConnectionResetError):
     """The peer reset the connection (``FailureKind.RESET_BY_PEER``): it sent a RESET."""
 
@@ -130,17 +159,21 @@ class BufferTooSmall(RudpError, OSError):
 
     A UDP socket would truncate the datagram and lose the rest; rudp never drops
     data silently, so the message stays queued: call again with
-    ``bufsize >= message_size``.  The ``errno`` is ``EMSGSIZE``.
+    ``bufsize >= message_size``.  The ``errno`` is ``EMSGSIZE``.  ``address``
+    is the sender's address when the socket serves several peers (``rudp.socket``
+    raises this once per message and meanwhile returns other peers' messages).
     """
 
-    def __init__(self, message_size: int, bufsize: int) -> None:
+    def __init__(self, message_size: int, bufsize: int, *, address: Any = None) -> None:
+        sender = "" if address is None else f" from {address!r}"
         super().__init__(
             errno.EMSGSIZE,
-            f"next message is {message_size} bytes, bufsize is {bufsize}; "
+            f"next message{sender} is {message_size} bytes, bufsize is {bufsize}; "
             "it stays queued: call again with a larger bufsize",
         )
         self.message_size = message_size
         self.bufsize = bufsize
+        self.address = address
 
 
 class Timeout(RudpError, TimeoutError):

@@ -15,11 +15,16 @@ Semantics, where they differ from UDP or need a choice
   per peer.  After ``connect(address)`` ``recv``/``recvfrom`` return only that
   peer's messages and discard others, as the kernel does for a connected UDP
   socket.
-- **bufsize**: a message longer than ``bufsize`` is *not* returned: the call
-  raises ``BufferTooSmall`` (an ``OSError`` with ``errno.EMSGSIZE``, carrying
-  ``message_size``) and the message stays at the head of the queue, so calling
-  again with a large enough buffer gets it.  UDP would truncate silently; a
-  reliable socket must not lose the tail of a message.
+- **bufsize**: a message longer than ``bufsize`` is *not* returned, nor
+  truncated (UDP would cut it silently; a reliable socket must not lose the
+  tail of a message).  The call raises ``BufferTooSmall`` (an ``OSError`` with
+  ``errno.EMSGSIZE``, carrying ``message_size`` and the sender's ``address``)
+  *once* for that message, which stays queued: the first later call whose
+  ``bufsize`` is large enough returns it, in its place in arrival order.
+  Meanwhile calls with smaller buffers go on returning *other* peers'
+  messages in arrival order (or block for them) instead of raising again, so
+  one peer's large message cannot stall the others; that peer's later
+  messages wait behind it, since per-peer order is kept.  Nothing is dropped.
 - ``sendto``/``send`` return ``len(data)`` and block only while the
   association's unacknowledged bytes exceed ``send_buffer`` (option, default
   4 MiB); a non-blocking socket raises ``BlockingIOError`` instead, a timeout
@@ -32,10 +37,30 @@ Semantics, where they differ from UDP or need a choice
   the association, ``rudp.PeerProtocolError`` when it broke the protocol.
   Each is reported once.  A peer that merely went away with nothing owed to it
   is not an error, as with UDP.
-- **close()** closes every association gracefully and lingers up to
-  ``linger`` seconds (option, default 5.0) until queued messages are
-  acknowledged and the closes complete; afterwards ``undelivered`` lists what
-  never got through (empty in the normal case).  ``linger=0`` closes at once.
+- **close()** closes every association gracefully and waits until every
+  message is acknowledged, or the core gives up on a peer (``peer_timeout``
+  ...), then at most ``close_linger`` (2 s) more for the FINs'
+  acknowledgements.  If anything was never acknowledged it raises: the
+  ``ConnectionFailed`` of the failure (``PeerUnreachable``...), or
+  ``rudp.LingerExpired`` (a ``PeerUnreachable``) when the ``linger`` option
+  (seconds; default None: no bound) ran out first -- those associations are
+  reset, so nothing arrives after the error said it did not.  With several
+  peers the error is the first failure's class, ``.undelivered`` holds every
+  lost payload (per peer, in send order), ``.address`` is None and the
+  reason names each peer.  ``undelivered`` on the socket keeps the same
+  payloads.  A failure the socket already raised is not raised again.
+  ``linger=0`` never waits.  The port is free when ``close()`` returns, as
+  with UDP: there is no TIME_WAIT (a peer whose last acknowledgement from us
+  was lost gives up on it and lists those messages as undelivered:
+  conservative, never silent).  A ``with`` block left by an exception keeps
+  that exception: a close error becomes a note on it (and a ``rudp`` log
+  record).
+- A socket dropped without ``close()`` is closed the same way in the
+  background when it is garbage-collected (with a ``ResourceWarning``, as for
+  an unclosed ``socket.socket``); its I/O thread and descriptors go once that
+  is done.  One still open at interpreter exit is closed then.  Either way a
+  message never acknowledged is named on stderr (``rudp: warning: rudp.socket
+  ... N message(s) never acknowledged: ...``).
 - Timeouts raise ``rudp.Timeout``, a ``TimeoutError``, i.e. ``socket.timeout``
   (a failure never is one, so ``except socket.timeout: retry`` cannot hide it).
 - ``fileno()`` is not provided: the UDP socket's descriptor becomes readable for
@@ -48,29 +73,29 @@ Semantics, where they differ from UDP or need a choice
 from __future__ import annotations
 
 import collections
-import contextlib
 import errno
 import socket as _socket
 import time
+import weakref
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from rudp.core.endpoint import Association
-from rudp.drivers._common import failure_error, split_options
+from rudp.drivers._common import attach_close_error, failure_error, split_options
 from rudp.drivers.blocking import (
     Engine,
     acknowledged,
-    close_complete,
+    finish_close,
     has_room,
     ledger,
-    register_for_exit,
 )
+from rudp.drivers.lifetime import finalize_dropped, register_for_exit
 from rudp.errors import (
     BufferTooSmall,
     ConnectionFailed,
     LocalProtocolError,
     MessageTooLarge,
-    Timeout,
 )
 from rudp.events import Closed, Connected, Event, Failed, MessageReceived, PeerClosed
 
@@ -88,6 +113,41 @@ _NOT_FOR_SOCKETS = ("timeout", "local_addr")
 
 def _closed_error() -> OSError:
     return OSError(errno.EBADF, "Bad file descriptor")
+
+
+def _weak_callback(method: Callable[[Association, Event], None]) -> Callable[..., None]:
+    """``method`` called through a weak reference to its object.
+
+    The engine's I/O thread holds its ``on_event``; a bound method would keep
+    the socket alive for as long as the thread runs, so it could never be
+    garbage-collected (and finalised) while open.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(assoc: Association, event: Event) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(assoc, event)
+
+    return call
+
+
+def _label(engine: Engine) -> str:
+    """How warnings name a socket: by its bound address, read when the warning is due."""
+    try:
+        return f"rudp.socket on {engine.sock.getsockname()!r}"
+    except OSError:  # pragma: no cover - already closed
+        return "rudp.socket"
+
+
+def _combined(errors: list[ConnectionFailed]) -> ConnectionFailed:
+    """One exception for the failures of several peers (see the module docs, close())."""
+    if len(errors) == 1:
+        return errors[0]
+    first = errors[0]
+    reason = "; ".join(f"{len(e.undelivered)} to {e.address!r}: {e.reason}" for e in errors)
+    undelivered = tuple(payload for error in errors for payload in error.undelivered)
+    return type(first)(reason, undelivered, first.kind)
 
 
 class socket:
@@ -120,17 +180,30 @@ class socket:
         self.proto = proto
         """As given (0)."""
         self.undelivered: tuple[bytes, ...] = ()
-        """After ``close()``: payloads that were still unacknowledged when ``linger`` ran out."""
+        """After ``close()``: payloads never acknowledged (what its error listed)."""
         self._timeout: float | None = None
         self._peer: Any = None
         self._peers: dict[Any, Association] = {}
         self._ready: collections.deque[Association] = collections.deque()
+        self._held: dict[Association, bytes] = {}  # reported too large, kept for a big buffer
+        self._changes = 0  # bumped whenever _ready changes, for waiting readers
         self._errors: collections.deque[ConnectionFailed] = collections.deque()
+        self._closing = False
         self._resolved: dict[Any, Any] = {}
-        self._engine = Engine(
-            family, config, driver_options, accepting=True, on_event=self._on_event
+        self._engine = engine = Engine(
+            family,
+            config,
+            driver_options,
+            accepting=True,
+            on_event=_weak_callback(self._on_event),
+            time_wait=False,  # close() frees the port at once, as UDP's does
         )
-        self._engine.start()
+        with engine.cond:
+            engine.acquire()
+        engine.start()
+        self._finalizer = finalize_dropped(
+            self, engine, None, lambda: _label(engine), pending=self._errors
+        )
         register_for_exit(self)
 
     # --- context manager, repr ------------------------------------------------
@@ -144,7 +217,18 @@ class socket:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as error:
+            attach_close_error(exc, error, self.label)
+
+    @property
+    def label(self) -> str:
+        """How warnings name this socket."""
+        return _label(self._engine)
 
     def __repr__(self) -> str:
         state = "closed" if self._engine.closed else f"laddr={self._engine.sock.getsockname()!r}"
@@ -328,21 +412,48 @@ class socket:
                 self._check_open()
                 self._raise_pending_error()
                 self._discard_foreign()
-                if self._ready:
+                index = self._next_fitting(bufsize)
+                if index is not None:
                     break
                 if self._timeout == 0.0:
                     raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-                engine.wait_until(lambda: bool(self._ready or self._errors), deadline)
-            assoc = self._ready[0]
+                # Wait for a change: a new message, or another reader taking a held one.
+                engine.wait_until(self._changed_since(self._changes), deadline)
+            assoc = self._ready[index]
             led = ledger(assoc)
             message = led.inbox[0]
-            if len(message) > bufsize:
-                raise BufferTooSmall(len(message), bufsize)
             if not peek:
-                self._ready.popleft()
+                del self._ready[index]
+                self._changes += 1
+                self._held.pop(assoc, None)
                 led.pop()
                 engine.resume(assoc)
             return message, assoc.address
+
+    def _changed_since(self, seen: int) -> Callable[[], bool]:
+        return lambda: self._changes != seen or bool(self._errors)
+
+    def _next_fitting(self, bufsize: int) -> int | None:
+        """Index in ``_ready`` of the message to return; raise ``BufferTooSmall`` once per message.
+
+        ``_ready`` has one entry per received message in arrival order, naming
+        its association; an association's first entry stands for the head of
+        its inbox.  A head larger than ``bufsize`` is reported once and then
+        *held*: the scan passes over that peer (its later messages must not
+        overtake it) and goes on with the other peers'.
+        """
+        passed: set[Association] = set()
+        for index, assoc in enumerate(self._ready):
+            if assoc in passed:
+                continue
+            message = ledger(assoc).inbox[0]
+            if len(message) <= bufsize:
+                return index
+            passed.add(assoc)
+            if self._held.get(assoc) is not message:
+                self._held[assoc] = message
+                raise BufferTooSmall(len(message), bufsize, address=assoc.address)
+        return None
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Next message (of the ``connect()``-ed peer, if connected)."""
@@ -352,10 +463,19 @@ class socket:
         """On a connected socket, drop messages from other peers (as UDP's kernel filter does)."""
         if self._peer is None:
             return
-        while self._ready and self._ready[0].address != self._peer:
-            assoc = self._ready.popleft()
-            ledger(assoc).pop()
-            self._engine.resume(assoc)
+        ready = self._ready
+        if all(assoc.address == self._peer for assoc in ready):
+            return
+        kept: collections.deque[Association] = collections.deque()
+        for assoc in ready:
+            if assoc.address == self._peer:
+                kept.append(assoc)
+            else:
+                ledger(assoc).pop()
+                self._held.pop(assoc, None)
+                self._engine.resume(assoc)
+        self._ready = kept
+        self._changes += 1
 
     # --- events and errors -------------------------------------------------------
 
@@ -363,6 +483,7 @@ class socket:
         """Engine callback (cond held): track readiness, peers and failures."""
         if isinstance(event, MessageReceived):
             self._ready.append(assoc)
+            self._changes += 1
         elif isinstance(event, Connected):
             endpoint = self._engine.endpoint
             while endpoint.accept(established_only=True) is not None:
@@ -379,7 +500,9 @@ class socket:
         elif isinstance(event, Failed):
             self._forget(assoc)
             undelivered = ledger(assoc).undelivered
-            if undelivered:  # a peer that owed us nothing is no error, as with UDP
+            # A peer that owed us nothing is no error, as with UDP; during close()
+            # finish_close reports each association itself.
+            if undelivered and not self._closing:
                 reason = f"{event.reason} (peer {assoc.address!r})"
                 self._errors.append(
                     failure_error(reason, undelivered, event.kind, address=assoc.address)
@@ -396,28 +519,38 @@ class socket:
     # --- closing --------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every association gracefully, lingering up to ``linger`` seconds."""
+        """Close every association gracefully; raise if a message was never acknowledged.
+
+        Waits until every message and FIN is acknowledged or the core gives up
+        on the peer, at most ``linger`` seconds if set (see the module docs).
+        A second call returns at once.
+        """
+        errors = self._close_all()
+        if errors:
+            raise _combined(errors)
+
+    def _close_all(self) -> list[ConnectionFailed]:
+        """``close()`` returning, instead of raising, each peer's loss (at-exit closes)."""
         engine = self._engine
-        with engine.cond:
-            if engine.closed:
-                return
-            now = engine.now()
-            live = [a for a in engine.endpoint.associations if not ledger(a).terminated]
-            for assoc in live:
-                with contextlib.suppress(LocalProtocolError):  # already closing
-                    assoc.close(now)
-            engine.pump()
-            if self.linger > 0:
-                with contextlib.suppress(Timeout):
-                    engine.wait_until(
-                        lambda: all(close_complete(a) for a in live),
-                        time.monotonic() + self.linger,
-                    )
-            self.undelivered = tuple(
-                payload for assoc in live for payload in ledger(assoc).unacknowledged()
-            )
-        engine.close()
-        register_for_exit(self, False)
+        try:
+            with engine.cond:
+                if engine.closed:
+                    return []
+                # Failures the socket never got to raise, then what the close itself loses;
+                # _on_event stops queueing errors so none is counted twice.
+                errors = list(self._errors)
+                self._errors.clear()
+                self._closing = True
+                live = [a for a in engine.endpoint.associations if not ledger(a).terminated]
+                errors += finish_close(engine, live, self.linger)
+                self.undelivered = tuple(
+                    cast(bytes, payload) for error in errors for payload in error.undelivered
+                )
+        finally:
+            if self._finalizer.detach() is not None:
+                register_for_exit(self, False)
+                engine.release()
+        return errors
 
     def detach(self) -> int:
         """Not supported: the UDP descriptor is owned by the I/O thread."""

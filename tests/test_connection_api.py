@@ -247,6 +247,9 @@ def test_send_blocks_only_while_the_send_buffer_is_full() -> None:
         client.send(b"b" * 6000)  # accepted: queue empty
         with pytest.raises(rudp.Timeout):  # 12000 > 10000 and nothing gets acked
             client.send(b"c" * 6000, timeout=0.2)
+        with pytest.raises(rudp.LingerExpired) as info:  # close says what never got through
+            client.close()
+        assert info.value.undelivered == (b"b" * 6000,)
 
 
 def test_silent_peer_raises_peer_unreachable_with_undelivered() -> None:
@@ -264,6 +267,10 @@ def test_silent_peer_raises_peer_unreachable_with_undelivered() -> None:
             client.recv(timeout=WAIT)
         with pytest.raises(rudp.PeerUnreachable):
             client.send(b"more")
+        with pytest.raises(rudp.PeerUnreachable) as info:  # close() reports the loss too
+            client.close()
+        assert info.value.undelivered == (b"lost 1", b"lost 2")
+        client.close()  # and only once
 
 
 def test_blocked_recv_wakes_with_peer_unreachable() -> None:
@@ -337,3 +344,6 @@ def test_a_reader_that_stops_reading_stops_the_sender() -> None:
         window_bytes = rudp.Config().receive_window * rudp.Config().max_datagram_size
         assert server._ledger.inbox_bytes <= window_bytes + len(chunk)
         assert server.recv(timeout=WAIT) == chunk
+        with pytest.raises(rudp.LingerExpired) as info:  # linger=0: no wait, loss reported
+            client.close()
+        assert info.value.undelivered and set(info.value.undelivered) == {chunk}

@@ -51,6 +51,7 @@ def test_split_options_rejects_unknown_and_refused_names() -> None:
     with pytest.raises(TypeError, match="not supported here: timeout"):
         split_options({"timeout": 1.0}, reject=("timeout", "local_addr"))
     assert split_options({"linger": 0.0}, reject=("timeout",))[1].linger == 0.0
+    assert split_options({"linger": None})[1].linger is None  # until acknowledged or given up
 
 
 @pytest.mark.parametrize(
@@ -128,6 +129,20 @@ def test_ledger_failure_hands_back_the_undelivered_payloads_in_order() -> None:
     assert led.failed is not None and led.failed.kind is FailureKind.UNREACHABLE
 
 
+def test_ledger_discard_drops_unread_and_later_messages_but_still_folds_the_rest() -> None:
+    """After close() nobody reads: the inbox must not fill (and pause the association)."""
+    led = ConnectionLedger()
+    led.track(0, b"mine")
+    led.apply(MessageReceived(b"unread"))
+    led.discard()
+    assert (list(led.inbox), led.inbox_bytes) == ([], 0)
+    led.apply(MessageReceived(b"later"))
+    led.apply(MessageAcknowledged(0))
+    assert not led.inbox and not led.full(1, 1) and led.unacknowledged() == ()
+    led.apply(PeerClosed())
+    assert led.peer_closed
+
+
 def test_ledger_fail_without_an_event_lists_what_was_outstanding() -> None:
     led = ConnectionLedger()
     led.track(7, b"queued")
@@ -146,7 +161,8 @@ def test_ledger_fail_without_an_event_lists_what_was_outstanding() -> None:
 def test_every_face_runs_on_the_same_defaults() -> None:
     with rudp.socket() as sock:
         assert sock._engine.options == DriverOptions()
-        assert (sock.linger, sock.send_buffer) == (5.0, 4 * 1024 * 1024)
+        # linger None: close() waits until acknowledged or given up, not a fixed time
+        assert (sock.linger, sock.send_buffer) == (None, 4 * 1024 * 1024)
     with rudp.listen(("127.0.0.1", 0)) as listener:
         assert listener._engine.options == DriverOptions()
         with rudp.connect(listener.address) as client, listener.accept(timeout=10) as server:

@@ -7,6 +7,7 @@ import random
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -171,6 +172,68 @@ def test_message_larger_than_bufsize_raises_and_stays_queued(server: rudp.socket
         assert server.recv(4) == b"next"
 
 
+def test_a_too_large_message_is_reported_once_and_other_peers_go_on(server: rudp.socket) -> None:
+    """Peer A's 3,000-byte message against ``recvfrom(2048)`` must not stall peer B.
+
+    Rule (module docs): ``BufferTooSmall`` once, naming the size and A's
+    address; the message is kept for a call with a big enough buffer; other
+    peers' messages keep coming in arrival order; A's later messages wait
+    behind its big one (per-peer order); nothing is dropped.
+    """
+    target = server.getsockname()
+    with rudp.socket() as a, rudp.socket() as b:
+        b.sendto(b"b1", target)
+        b.flush(WAIT)  # acknowledged: b1 is queued at the server before A's messages
+        big = bytes(range(256)) * 12  # 3072 bytes
+        a.sendto(big, target)
+        a.sendto(b"a2", target)
+        a.flush(WAIT)
+        b.sendto(b"b2", target)
+        b.flush(WAIT)
+        a_port, b_port = a.getsockname()[1], b.getsockname()[1]
+
+        data, address = server.recvfrom(2048)  # arrival order: b1 came first
+        assert (data, address[1]) == (b"b1", b_port)
+        with pytest.raises(rudp.BufferTooSmall) as info:
+            server.recvfrom(2048)
+        error = info.value
+        assert error.errno == errno.EMSGSIZE and error.address[1] == a_port
+        assert (error.message_size, error.bufsize) == (len(big), 2048)
+        assert "3072 bytes" in str(error) and repr(error.address) in str(error)
+        # Reported once: the same small buffer now gets B's message, not the error again.
+        data, address = server.recvfrom(2048)
+        assert (data, address[1]) == (b"b2", b_port)
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):  # only A's held messages are left
+            server.recvfrom(2048)
+        server.settimeout(WAIT)
+
+        # A blocked small-buffer reader is woken by B, not by A's held message.
+        woken: list[tuple[bytes, Any]] = []
+        reader = threading.Thread(target=lambda: woken.append(server.recvfrom(2048)))
+        reader.start()
+        b.sendto(b"b3", target)
+        reader.join(WAIT)
+        assert not reader.is_alive() and woken[0][0] == b"b3"
+
+        # A big enough buffer gets A's message, then A's next one: per-peer order kept.
+        assert server.recvfrom(4096) == (big, error.address)
+        assert server.recvfrom(2048) == (b"a2", error.address)
+
+
+def test_each_too_large_message_is_reported_in_its_turn(server: rudp.socket) -> None:
+    """Reported once *per message*: the peer's next too-large message is reported too."""
+    target = server.getsockname()
+    with rudp.socket() as a:
+        for message in (b"x" * 3000, b"y" * 3000):
+            a.sendto(message, target)
+        a.flush(WAIT)
+        for expected in (b"x" * 3000, b"y" * 3000):
+            with pytest.raises(rudp.BufferTooSmall):
+                server.recvfrom(2048)
+            assert server.recvfrom(3000)[0] == expected
+
+
 def test_connected_socket_ignores_other_peers(server: rudp.socket) -> None:
     with rudp.socket() as chosen, rudp.socket(linger=0) as other:
         chosen.sendto(b"from chosen", server.getsockname())
@@ -184,6 +247,11 @@ def test_connected_socket_ignores_other_peers(server: rudp.socket) -> None:
         other.sendto(b"ignored", server.getsockname())  # filtered, as by UDP's kernel
         chosen.sendto(b"wanted", server.getsockname())
         assert server.recv(100) == b"wanted"
+        with pytest.raises(rudp.LingerExpired) as info:  # never acknowledged: not silent
+            other.close()
+        # "from other" too if its ack was still held back when the server connected
+        # (a connected UDP socket cannot send to anyone else): conservative, not silent.
+        assert info.value.undelivered in ((b"ignored",), (b"from other", b"ignored"))
 
 
 def test_reader_and_writer_threads_share_one_socket(server: rudp.socket) -> None:
@@ -289,8 +357,12 @@ def test_close_gives_up_after_linger_and_reports_undelivered(
 ) -> None:
     client = rudp.socket(linger=0.2)
     client.sendto(b"never acked", silent_peer.getsockname())
-    client.close()
-    assert client.undelivered == (b"never acked",)
+    with pytest.raises(rudp.LingerExpired) as info:
+        client.close()
+    assert isinstance(info.value, rudp.PeerUnreachable)
+    assert info.value.undelivered == client.undelivered == (b"never acked",)
+    assert info.value.address == silent_peer.getsockname() and info.value.linger == 0.2
+    client.close()  # the loss is reported once
 
 
 def test_closed_socket_raises_ebadf() -> None:

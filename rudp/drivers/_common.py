@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -47,6 +48,7 @@ __all__ = [
     "Address",
     "ConnectionLedger",
     "DriverOptions",
+    "attach_close_error",
     "default_local_address",
     "drain",
     "failure_error",
@@ -54,6 +56,8 @@ __all__ = [
     "split_options",
     "udp_socket",
 ]
+
+logger = logging.getLogger("rudp")
 
 Address: TypeAlias = tuple[Any, ...]
 """A socket address: (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6."""
@@ -87,10 +91,19 @@ class DriverOptions:
     stops the sender within two windows.  (A connection also pauses at
     ``receive_window`` unread messages, which bounds empty ones.)"""
 
-    linger: float = 5.0
-    """Longest ``close()`` waits for the peer to acknowledge everything queued
-    (then the connection is given up and ``undelivered`` says what was lost).
-    Several seconds: a close must survive a few RTOs on a lossy path."""
+    linger: float | None = None
+    """Longest ``close()`` waits for the peer to acknowledge everything sent.
+    ``None``: until every message is acknowledged or the core's give-up budget
+    (``peer_timeout``, ``max_retransmits``) ends the connection, which then
+    raises the precise ``ConnectionFailed`` with ``undelivered``.  No fixed
+    bound is right for every path, and one that runs out on a slow but live
+    path would cut off data the protocol was still delivering.  A number
+    shortens the wait: when it runs out with messages unacknowledged the
+    connection is reset and ``close()`` raises ``rudp.LingerExpired`` (a
+    ``PeerUnreachable``) listing them; ``0`` does not wait at all.  Once every
+    message is acknowledged the close handshake is not the caller's data: the
+    blocking faces wait at most ``Config.close_linger`` more for our FIN's
+    acknowledgement, asyncio for the peer's FIN too (see ``rudp.aio``)."""
 
     timeout: float | None = 10.0
     """Longest ``connect()`` waits for the handshake (``rudp.Timeout`` after);
@@ -126,7 +139,9 @@ class DriverOptions:
     def __post_init__(self) -> None:
         if self.send_buffer < 1 or (self.recv_buffer is not None and self.recv_buffer < 1):
             raise ValueError("send_buffer and recv_buffer must be positive")
-        if self.linger < 0 or (self.timeout is not None and self.timeout <= 0):
+        if (self.linger is not None and self.linger < 0) or (
+            self.timeout is not None and self.timeout <= 0
+        ):
             raise ValueError("linger must be >= 0 and timeout > 0 (or None)")
         if self.backlog < 1 or self.recv_batch < 1:
             raise ValueError("backlog and recv_batch must be positive")
@@ -248,6 +263,19 @@ FAILURE_EXCEPTIONS: Mapping[FailureKind, type[ConnectionFailed]] = MappingProxyT
 place that decides it (nothing parses ``Failed.reason``)."""
 
 
+def attach_close_error(original: BaseException, error: BaseException, what: str) -> None:
+    """A ``with`` block is left by ``original`` and the close raised ``error``: keep ``original``.
+
+    Raising ``error`` would replace the exception that explains what went
+    wrong (it would survive only as ``__context__``), so ``__exit__`` lets
+    ``original`` propagate and records ``error`` -- undelivered messages and
+    all -- as a note on it (shown in its traceback) and in the ``rudp`` log,
+    for the handler that swallows ``original``.
+    """
+    original.add_note(f"rudp: closing {what} after this exception raised {error!r}")
+    logger.warning("closing %s while an exception propagated: %r", what, error)
+
+
 def failure_error(
     reason: str, undelivered: tuple[object, ...], kind: FailureKind, *, address: Any = None
 ) -> ConnectionFailed:
@@ -269,6 +297,7 @@ class ConnectionLedger:
 
     __slots__ = (
         "connected",
+        "discarding",
         "failed",
         "inbox",
         "inbox_bytes",
@@ -295,6 +324,8 @@ class ConnectionLedger:
         """The ``Failed`` event, if the connection failed."""
         self.undelivered: tuple[bytes, ...] = ()
         """After a failure: the payloads of ``failed.undelivered``, in send order."""
+        self.discarding = False
+        """Nobody will read any more (see :meth:`discard`)."""
 
     def track(self, message_id: int, payload: bytes) -> None:
         """Remember a message just sent until the peer acknowledges it."""
@@ -303,8 +334,9 @@ class ConnectionLedger:
     def apply(self, event: Event) -> None:
         """Fold one event in.  Terminal events after the first are ignored."""
         if isinstance(event, MessageReceived):
-            self.inbox.append(event.data)
-            self.inbox_bytes += len(event.data)
+            if not self.discarding:
+                self.inbox.append(event.data)
+                self.inbox_bytes += len(event.data)
         elif isinstance(event, MessageAcknowledged):
             # Acknowledgements come in send order (see MessageAcknowledged), so
             # everything up to this id is acknowledged too.
@@ -326,6 +358,17 @@ class ConnectionLedger:
     def fail(self, reason: str, kind: FailureKind) -> None:
         """End as failed without a core event (the socket closed under it, say)."""
         self.apply(Failed(reason, tuple(i for i, _ in self.outstanding), kind))
+
+    def discard(self) -> None:
+        """The application closed or dropped the connection: drop unread and later messages.
+
+        Keeping them would only fill the inbox until the driver pauses the
+        association, and a paused association never lets the peer's FIN in,
+        so the close that is under way would never finish on the peer's side.
+        """
+        self.discarding = True
+        self.inbox.clear()
+        self.inbox_bytes = 0
 
     def pop(self) -> bytes:
         """Take the oldest unread message."""

@@ -16,10 +16,11 @@ multiplexer (``rudp.core.endpoint``).  This module only moves bytes and time:
 * Local calls (:meth:`Connection.send`, :meth:`Connection.close`) only mutate
   the core and schedule a service pass with ``loop.call_soon``: a burst of
   sends made in one loop iteration costs one flush, not one per message.
-* :class:`Connection` turns events into awaitable state: it folds them into a
-  ``ConnectionLedger`` (``rudp.drivers._common``, shared with the blocking
-  driver: inbox, unacknowledged payloads, outcome) and wakes the tasks waiting
-  on it through futures.
+* :class:`Connection` (``rudp.drivers.aio_connection``, re-exported here)
+  turns events into awaitable state: it folds them into a ``ConnectionLedger``
+  (``rudp.drivers._common``, shared with the blocking driver: inbox,
+  unacknowledged payloads, outcome) and wakes the tasks waiting on it through
+  futures.
 
 Back-pressure.  Sending: ``send()`` waits while the core's
 ``send_queue_bytes`` is at least ``send_buffer``.  Receiving: when the inbox
@@ -39,19 +40,18 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from rudp.config import Config
 from rudp.drivers._common import (
     Address,
-    ConnectionLedger,
     DriverOptions,
     drain,
     normalise_address,
     udp_socket,
 )
-from rudp.errors import ConnectionClosed, LocalProtocolError, MessageTooLarge
-from rudp.events import Closed, Event, Failed, FailureKind, MessageReceived
+from rudp.drivers.aio_connection import Connection, release_waiters
+from rudp.events import Closed, Failed, FailureKind
 
 if TYPE_CHECKING:
     from rudp.core.endpoint import Association, Endpoint
@@ -59,239 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "EndpointProtocol", "open_endpoint"]
 
 logger = logging.getLogger("rudp.aio")
-
-
-def _release(waiters: list[asyncio.Future[None]]) -> None:
-    """Wake every task waiting on one of ``waiters`` (the asyncio wake-up mechanism)."""
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
-
-
-# --- per-connection state -------------------------------------------------------
-
-
-class Connection:
-    """One rudp connection driven by asyncio.
-
-    Obtained from ``rudp.aio.connect()`` or passed to a ``rudp.aio.serve()``
-    handler.  Messages are whole ``bytes`` objects, delivered in order, exactly
-    once.  One task may read while another writes; concurrent ``send`` calls
-    queue their messages in the order they get buffer space.
-    """
-
-    def __init__(self, protocol: EndpointProtocol, assoc: Association) -> None:
-        self._protocol = protocol
-        self._assoc = assoc
-        self._ledger = ConnectionLedger()
-        self._waiters: list[asyncio.Future[None]] = []
-        self._needs_events = 0  # tasks in flush()/close()/handshake: never pause then
-        self._local_closed = False
-        self._closed_by_server = False  # Server.close() closed it, not the handler
-
-    # -- driver side -------------------------------------------------------------
-
-    def _handle_event(self, event: Event) -> None:
-        """Apply one event; the protocol wakes the waiters after the whole batch."""
-        self._ledger.apply(event)
-        if isinstance(event, MessageReceived):
-            self._update_pause()
-
-    def _update_pause(self) -> None:
-        protocol = self._protocol
-        paused = self._ledger.full(protocol.recv_buffer, protocol.config.receive_window) and not (
-            self._needs_events or self._local_closed
-        )
-        if paused != self._assoc.paused:
-            self._assoc.paused = paused
-            if not paused:
-                protocol.schedule()
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        _release(waiters)
-
-    async def _wait(self) -> None:
-        """Sleep until the next batch of events for this connection (or socket loss)."""
-        waiter = self._protocol.loop.create_future()
-        self._waiters.append(waiter)
-        await waiter
-
-    async def _wait_for_events(self) -> None:
-        """Like ``_wait`` but keeps the events flowing even if the inbox is full."""
-        self._needs_events += 1
-        self._update_pause()
-        try:
-            await self._wait()
-        finally:
-            self._needs_events -= 1
-            self._update_pause()
-
-    async def _wait_connected(self) -> None:
-        led = self._ledger
-        while not led.connected:
-            if led.failed is not None:
-                raise led.error()
-            if led.terminated:
-                raise ConnectionClosed("connection closed during the handshake")
-            await self._wait_for_events()
-
-    # -- public API --------------------------------------------------------------
-
-    @property
-    def remote_address(self) -> Address:
-        """The peer's socket address."""
-        address: Address = self._assoc.address
-        return address
-
-    @property
-    def local_address(self) -> Address:
-        """The address of the UDP socket this connection uses."""
-        return self._protocol.address
-
-    @property
-    def stats(self) -> Any:
-        """A snapshot of the core's counters (``SansIOConnection.stats``)."""
-        return self._assoc.connection.stats
-
-    @property
-    def is_closed(self) -> bool:
-        """True once the connection ended, cleanly or not."""
-        return self._ledger.terminated
-
-    async def send(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue one message; waits only while the send buffer is full.
-
-        Returns once the message is queued, not when it is delivered (see
-        :meth:`flush`).  Raises ``MessageTooLarge``; ``LocalProtocolError``
-        after ``close()``; ``ConnectionClosed`` once the peer has closed;
-        a ``ConnectionFailed`` (``PeerUnreachable``, ...) after a failure.
-        """
-        # bytes is immutable, so the core and ``undelivered`` share it; anything
-        # mutable is copied once, here.
-        payload = data if type(data) is bytes else bytes(data)
-        max_size = self._protocol.config.max_message_size
-        if len(payload) > max_size:
-            raise MessageTooLarge(
-                f"message of {len(payload)} bytes exceeds max_message_size {max_size}"
-            )
-        limit = self._protocol.options.send_buffer
-        while True:
-            self._check_can_send()
-            # send_queue_bytes drops as acks arrive, whether or not events are read.
-            if self._assoc.connection.send_queue_bytes < limit:
-                break
-            self._protocol.watch_send_space(self)
-            await self._wait()
-        message_id = self._assoc.send(payload)
-        self._ledger.track(message_id, payload)
-        self._protocol.schedule()
-
-    def _check_can_send(self) -> None:
-        led = self._ledger
-        if led.failed is not None:
-            raise led.error()
-        if self._closed_by_server:
-            # Not the handler's mistake: report it like the end of the connection.
-            raise ConnectionClosed("the server is closing")
-        if self._local_closed:
-            raise LocalProtocolError("send() after close()")
-        if led.terminated or led.peer_closed:
-            raise ConnectionClosed("the peer closed the connection")
-
-    async def recv(self) -> bytes:
-        """Wait for the next whole message.
-
-        Raises ``ConnectionClosed`` once the peer closed gracefully and every
-        message it sent has been returned; a ``ConnectionFailed``
-        (``PeerUnreachable``, ``ConnectionReset``, ...; its ``undelivered``
-        holds our unacknowledged payloads, in send order) if the connection
-        failed.  Messages that arrived before a failure are returned first.
-        """
-        led = self._ledger
-        while True:
-            if led.inbox:
-                data = led.pop()
-                if self._assoc.paused:
-                    self._update_pause()
-                return data
-            if led.peer_closed:
-                raise ConnectionClosed("the peer closed the connection")
-            if led.failed is not None:
-                raise led.error()
-            if led.terminated:
-                raise ConnectionClosed("the connection is closed")
-            await self._wait()
-
-    def __aiter__(self) -> Connection:
-        """Iterate over incoming messages until the peer closes."""
-        return self
-
-    async def __anext__(self) -> bytes:
-        """The next message; iteration ends on the peer's graceful close."""
-        try:
-            return await self.recv()
-        except ConnectionClosed:
-            raise StopAsyncIteration from None
-
-    async def flush(self) -> None:
-        """Wait until the peer has acknowledged every message sent so far.
-
-        Raises a ``ConnectionFailed`` (with the undelivered payloads) if the
-        connection fails first.
-        """
-        led = self._ledger
-        while led.outstanding:
-            await self._wait_for_events()
-        if led.lost:
-            raise led.error()
-
-    async def close(self) -> None:
-        """Close gracefully: wait until the peer acknowledged everything and closed too.
-
-        Waits at most ``linger`` seconds, then aborts.  Raises a
-        ``ConnectionFailed`` (with the undelivered payloads) only if some
-        message was not acknowledged; a close that loses nothing returns
-        normally.  Safe to call more than once.
-        """
-        led = self._ledger
-        if not led.terminated and not self._local_closed:
-            self._local_closed = True
-            self._assoc.close(self._protocol.loop.time())
-            self._update_pause()
-            self._protocol.schedule()
-        try:
-            async with asyncio.timeout(self._protocol.options.linger):
-                while not led.terminated:
-                    await self._wait_for_events()
-        except TimeoutError:
-            self.abort("close timed out: the peer did not finish closing within linger")
-        if led.lost:
-            raise led.error()
-
-    def abort(self, reason: str = "aborted by the application") -> None:
-        """End the connection at once (the peer gets a RESET); unsent messages are dropped."""
-        if self._ledger.terminated:
-            return
-        self._local_closed = True
-        self._assoc.paused = False
-        if not self._assoc.connection.is_closed:
-            self._assoc.abort(reason)
-        self._protocol.service()  # reads the Failed event and sends the RESET now
-        self._ledger.fail(reason, FailureKind.ABORTED)  # if no event came
-        self._wake()
-
-    async def __aenter__(self) -> Connection:
-        """``async with conn:`` closes it gracefully on exit."""
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Close gracefully (see :meth:`close`)."""
-        await self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._ledger.terminated else "open"
-        return f"<rudp.aio.Connection {state} peer={self._assoc.address!r}>"
 
 
 # --- the endpoint protocol ---------------------------------------------------------
@@ -503,7 +270,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
 
     def _wake_idle(self) -> None:
         waiters, self._idle_waiters = self._idle_waiters, []
-        _release(waiters)
+        release_waiters(waiters)
 
     def _check_idle(self) -> None:
         if not self._close_when_idle or self._connections:

@@ -26,8 +26,28 @@ events, so the core counts them against the receive window and the peer slows
 down); reading below the limits resumes it.
 
 The helpers at the top (``has_room``, ``acknowledged``, ``close_complete``,
-``register_for_exit``) are the blocking semantics both faces share: when a
-send may proceed, when a flush or a lingering close is done, closing at exit.
+``finish_close``) are the blocking semantics both faces share: when a send
+may proceed, when a flush or a close is done, how a close waits and what it
+reports.  What becomes of a face that is never closed (at exit, or dropped)
+is ``rudp.drivers.lifetime``.
+
+Lifetime
+========
+
+An engine counts its *users* (``acquire``/``release``: a ``Connection``, a
+``Listener``, a ``rudp.socket``); the last ``release`` stops it -- for a
+connection's engine after at most ``close_linger`` more, while closed
+associations finish their close handshake (TCP's TIME_WAIT; see
+``release``).  A user
+dropped without ``close()`` is finalised (``weakref.finalize``,
+``rudp.drivers.lifetime``) by ``retire``,
+which only queues work for the I/O thread and wakes it -- a finaliser may run
+in any thread, even in this one while it holds ``cond`` (cyclic GC), so it must
+neither lock nor join.  The I/O thread then closes the dropped user's
+associations gracefully in the background, prints a warning to stderr for any
+message that is never acknowledged, and, once no user is left and every such
+close is done, stops itself and closes its descriptors.  Nothing the I/O thread
+holds refers back to a user object, so dropping one really frees it.
 
 OS errors: ICMP-induced ``ConnectionRefusedError`` and other transient send or
 receive errors are ignored -- they are loss as far as the protocol is concerned,
@@ -36,29 +56,30 @@ and the retransmission machinery (or the give-up budget) deals with them.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import selectors
 import socket as _socket
 import threading
 import time
-import weakref
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
 from rudp.drivers._common import ConnectionLedger, DriverOptions, drain, udp_socket
-from rudp.errors import Timeout
+from rudp.drivers.lifetime import running_engines, undelivered_warning, warn
+from rudp.errors import ConnectionFailed, LingerExpired, LocalProtocolError, Timeout
 from rudp.events import MessageReceived
 
 __all__ = [
     "Engine",
     "acknowledged",
+    "all_acknowledged",
     "close_complete",
+    "finish_close",
     "has_room",
     "ledger",
-    "register_for_exit",
 ]
 
 
@@ -92,42 +113,94 @@ def acknowledged(assoc: Association) -> bool:
     return not led.outstanding or assoc.paused
 
 
+def all_acknowledged(assoc: Association) -> bool:
+    """The peer acknowledged every message (the FIN aside), by the core's own counters.
+
+    Unlike the ledger these are right even while the association is paused
+    (its ``MessageAcknowledged`` events then wait unread) and count empty
+    messages; used only when a ``linger`` runs out, so building a ``Stats``
+    snapshot is cheap enough.
+    """
+    stats = assoc.connection.stats
+    return bool(stats.messages_acked >= stats.messages_sent)
+
+
 def close_complete(assoc: Association) -> bool:
-    """A lingering ``close()`` may stop waiting: our FIN is acknowledged, or the end came."""
+    """A close may stop waiting: our FIN is acknowledged, or the end came."""
     return ledger(assoc).terminated or assoc.close_done
 
 
-class _Closeable(Protocol):
-    def close(self) -> None: ...
+def finish_close(
+    engine: Engine, assocs: Sequence[Association], linger: float | None
+) -> list[ConnectionFailed]:
+    """Close ``assocs`` gracefully and wait; return one error per association that lost data.
 
+    Called with ``engine.cond`` held.  Every association gets its FIN after
+    its queued messages.  Then two waits:
 
-_open: weakref.WeakSet[_Closeable] = weakref.WeakSet()
+    1. Until every message is acknowledged or the connection ended.  With
+       ``linger=None`` nothing else ends it, so only the core's give-up budget
+       stops a close to a dead peer, and the error is the one its ``Failed``
+       kind calls for.  When ``linger`` runs out first, an association with
+       messages still unacknowledged is aborted (the peer gets a RESET, so
+       nothing is delivered behind the back of the error raised) and reported
+       as ``LingerExpired``.
+    2. Until our FIN is acknowledged too, at most ``close_linger`` more (and
+       within ``linger``): the peer then knows we are done.  Nothing of the
+       caller's is at stake any more, so running out is no error -- and
+       waiting the whole give-up budget here would make a close block for
+       ``peer_timeout`` whenever the peer went away after its last ack, which
+       loses nothing (its core ends such a close as ``Closed``, FIN_GIVE_UP).
 
-
-@atexit.register
-def _close_at_exit() -> None:
-    """Give what the program never closed its graceful close (and linger).
-
-    A UDP program may exit right after its last ``sendto``; the kernel would
-    still transmit that datagram, so a drop-in must still deliver the message.
+    Associations that failed earlier with unacknowledged messages are
+    reported too.
     """
-    for item in list(_open):
-        item.close()
-
-
-def register_for_exit(item: _Closeable, register: bool = True) -> None:
-    """Close ``item`` at interpreter exit unless it is closed first (``register=False``)."""
-    if register:
-        _open.add(item)
+    now = engine.now()
+    live = [assoc for assoc in assocs if not ledger(assoc).terminated]
+    for assoc in live:
+        # Nobody reads after close; a full inbox would pause the association and
+        # hide its acknowledgements, and keep the peer's FIN out.
+        ledger(assoc).discard()
+        assoc.paused = False
+        with contextlib.suppress(LocalProtocolError):  # already closing
+            assoc.close(now)
+    engine.pump()
+    deadline = None if linger is None else time.monotonic() + linger
+    expired: set[Association] = set()
+    try:
+        engine.wait_until(lambda: all(acknowledged(a) for a in live), deadline)
+    except Timeout:
+        for assoc in live:
+            if not acknowledged(assoc) and not all_acknowledged(assoc):
+                assoc.abort(f"close(): linger of {linger:g} s ran out")
+                expired.add(assoc)
+        engine.pump()  # sends the RESETs and folds the Failed events in
     else:
-        _open.discard(item)
+        fin_deadline = time.monotonic() + engine.config.close_linger
+        if deadline is not None:
+            fin_deadline = min(fin_deadline, deadline)
+        with contextlib.suppress(Timeout):
+            engine.wait_until(lambda: all(close_complete(a) for a in live), fin_deadline)
+    errors: list[ConnectionFailed] = []
+    for assoc in assocs:
+        led = ledger(assoc)
+        if not led.lost:
+            continue
+        if assoc in expired:
+            reason = f"close(): linger of {linger:g} s ran out before the peer acknowledged"
+            errors.append(
+                LingerExpired(reason, led.undelivered, address=assoc.address, linger=linger)
+            )
+        else:
+            errors.append(led.error(address=assoc.address))
+    return errors
 
 
 class Engine:
     """One UDP socket, one endpoint, one I/O thread (see the module docs).
 
-    Every method whose name does not start with ``close`` or ``start`` must be
-    called with ``cond`` held.
+    Every method whose name does not start with ``release``, ``retire``,
+    ``close``, ``start`` or ``wait`` must be called with ``cond`` held.
     """
 
     def __init__(
@@ -138,6 +211,7 @@ class Engine:
         *,
         accepting: bool = False,
         on_event: Callable[[Association, Any], None] | None = None,
+        time_wait: bool = True,
     ) -> None:
         self.family = family
         self.config = config
@@ -155,6 +229,16 @@ class Engine:
             raise
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        try:
+            # Made here, not in the I/O thread, so every descriptor the engine
+            # owns exists once it is constructed (and is closed in one place).
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self.sock, selectors.EVENT_READ)
+            self._selector.register(self._wake_r, selectors.EVENT_READ)
+        except BaseException:
+            for closeable in (self.sock, self._wake_r, self._wake_w):
+                closeable.close()
+            raise
         self.endpoint = Endpoint(config, accepting=accepting, backlog=options.backlog)
         self.cond = threading.Condition(threading.Lock())
         self.on_event = on_event
@@ -164,6 +248,15 @@ class Engine:
         self._closed = False
         self._sleep_until: float | None = None  # the I/O thread's current select deadline
         self._sleeping = False
+        self._users = 0
+        # Work from finalisers, run by the I/O thread: deque.append needs no lock.
+        self._posted: deque[Callable[[], None]] = deque()
+        # Dropped users' closes: assoc -> (label, deadline for our FIN's ack once all is acked).
+        self._retiring: dict[Association, tuple[str, float | None]] = {}
+        self._orphaned = False  # no user left: stop once _retiring is empty (and TIME_WAIT)
+        self._time_wait = time_wait
+        self._linger_until: float | None = None  # orphaned: last moment to keep serving
+        self._losses: list[tuple[str, list[ConnectionFailed]]] = []  # to warn about, by label
         self.io_error: BaseException | None = None
         """Set if the I/O thread died of an unexpected exception (a bug)."""
 
@@ -176,11 +269,71 @@ class Engine:
                 return
             self._thread = threading.Thread(target=self._run, name="rudp-io", daemon=True)
             self._thread.start()
+            running_engines.add(self)
 
     @property
     def closed(self) -> bool:
-        """``close()`` was called."""
+        """``close()`` was called, or the engine stopped itself."""
         return self._closed
+
+    def acquire(self) -> None:
+        """One more user (a connection, listener or socket) shares the engine (cond held)."""
+        self._users += 1
+
+    def release(self) -> None:
+        """A user closed; the last one stops the engine.
+
+        If dropped users' closes are still running in the background, the I/O
+        thread finishes them first and then stops by itself.  So it does, with
+        ``time_wait``, while closed associations still finish their close
+        handshake -- for at most ``close_linger``: the TIME_WAIT of TCP, where
+        the side that acknowledged last stays to acknowledge a retransmission
+        (of the peer's FIN, or of data sent after our FIN) whose first
+        acknowledgement was lost.  Without it the peer could never learn that
+        its last messages arrived; it would give up and list them as
+        undelivered.  ``rudp.socket`` passes ``time_wait=False``: its close
+        must free the port at once, as a UDP socket's does.
+        """
+        with self.cond:
+            self._users -= 1
+            if self._users > 0:
+                return
+            if not self._closed and (self._retiring or (self._time_wait and len(self.endpoint))):
+                self._orphaned = True
+                self._wake()
+                return
+        self.close()
+
+    def retire(
+        self,
+        assocs: list[Association] | None,
+        label: str | Callable[[], str],
+        *,
+        pending: Sequence[ConnectionFailed] = (),
+        stop_accepting: bool = False,
+    ) -> None:
+        """A user was dropped without ``close()``: close its associations in the background.
+
+        Safe from a finaliser in any thread (no lock is taken, nothing waits):
+        the work is queued for the I/O thread, which closes ``assocs`` (every
+        association when None) gracefully, releases the user, and warns on
+        stderr, under ``label``, about any message never acknowledged --
+        including the failures in ``pending`` the user never got to report.
+        ``stop_accepting``: a listener's, abort what it never accepted.
+        """
+        self._posted.append(lambda: self._retire(assocs, label, pending, stop_accepting))
+        self._wake()
+
+    def wait_retired(self, timeout: float) -> None:
+        """Wait until the background closes of dropped users are done (at exit).
+
+        Not for TIME_WAIT: nothing of the program's is at stake there, and an
+        exit should not wait ``close_linger`` for it.
+        """
+        if self._thread is None or self._thread is threading.current_thread():
+            return
+        with self.cond:
+            self.cond.wait_for(lambda: not self._retiring or self._closed, timeout)
 
     def close(self) -> None:
         """Stop the I/O thread and close the sockets (no linger: callers linger first)."""
@@ -194,6 +347,10 @@ class Engine:
             self.cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        self._close_descriptors()
+
+    def _close_descriptors(self) -> None:
+        self._selector.close()
         self.sock.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -248,15 +405,17 @@ class Engine:
             self._wake_w.send(b"\0")
 
     def _run(self) -> None:
-        selector = selectors.DefaultSelector()
+        selector = self._selector
+        stopped_itself = False
         try:
-            selector.register(self.sock, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
             while True:
                 with self.cond:
                     if self._stopping:
                         return
                     deadline = self.endpoint.get_timer()
+                    until = self._linger_until
+                    if until is not None and (deadline is None or until < deadline):
+                        deadline = until
                     self._sleep_until = deadline
                     self._sleeping = True
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -266,12 +425,25 @@ class Engine:
                     if self._stopping:
                         return
                     self._drain_wake()
+                    while self._posted:
+                        self._posted.popleft()()
                     batch = drain(self.sock, self.options.recv_batch, [])
                     now = time.monotonic()
                     if batch:
                         self.endpoint.receive_datagrams(batch, now)
                     self.endpoint.handle_timer(now)
                     self.pump()
+                    if self._retiring:
+                        self._reap_retired()
+                    lost, self._losses = self._losses, []
+                    if self._orphaned and not self._retiring and self._served_out(now):
+                        # Every user is gone and every background close is done.
+                        self._stopping = self._closed = stopped_itself = True
+                        self.cond.notify_all()
+                for label, errors in lost:  # outside the lock: stderr may block
+                    warn(undelivered_warning(label, "dropped without close()", errors))
+                if stopped_itself:
+                    return
         except BaseException as exc:  # pragma: no cover - a bug; surface it to waiters
             with self.cond:
                 self.io_error = exc
@@ -279,7 +451,70 @@ class Engine:
                 self.cond.notify_all()
             raise
         finally:
-            selector.close()
+            if stopped_itself:
+                self._close_descriptors()
+
+    def _retire(
+        self,
+        assocs: list[Association] | None,
+        label: str | Callable[[], str],
+        pending: Sequence[ConnectionFailed],
+        stop_accepting: bool,
+    ) -> None:
+        """The I/O thread's half of ``retire`` (cond held)."""
+        name = label if isinstance(label, str) else label()
+        if pending:
+            self._losses.append((name, list(pending)))
+        if stop_accepting:
+            self.endpoint.accepting = False
+            while (unaccepted := self.endpoint.accept()) is not None:
+                unaccepted.abort("listener closed")
+        now = time.monotonic()
+        for assoc in self.endpoint.associations if assocs is None else assocs:
+            led = ledger(assoc)
+            if led.terminated and not led.lost:
+                continue
+            led.discard()  # nobody will read them; keep the peer's FIN from stalling
+            assoc.paused = False
+            with contextlib.suppress(LocalProtocolError):
+                assoc.close(now)
+            self._retiring[assoc] = (name, None)
+        self._users -= 1
+        if self._users <= 0:
+            self._orphaned = True
+
+    def _served_out(self, now: float) -> bool:
+        """Orphaned, nothing retiring: may stop (every association over, or TIME_WAIT spent)."""
+        if len(self.endpoint) == 0:
+            return True
+        if self._linger_until is None:
+            self._linger_until = now + self.config.close_linger
+        return now >= self._linger_until
+
+    def _reap_retired(self) -> None:
+        """Forget background closes that are done; note what each lost (cond held).
+
+        Done as ``finish_close`` is: every message acknowledged (or the end
+        came), then our FIN's acknowledgement or ``close_linger``, whichever
+        is first.  (Checked after every wake-up; the FIN's retransmission timer
+        wakes the thread while it waits.)
+        """
+        now = time.monotonic()
+        lost: dict[str, list[ConnectionFailed]] = {}
+        for assoc, (label, fin_deadline) in list(self._retiring.items()):
+            if not close_complete(assoc):
+                if not acknowledged(assoc):
+                    continue
+                if fin_deadline is None:
+                    self._retiring[assoc] = (label, now + self.config.close_linger)
+                    continue
+                if now < fin_deadline:
+                    continue
+            del self._retiring[assoc]
+            led = ledger(assoc)
+            if led.lost:
+                lost.setdefault(label, []).append(led.error(address=assoc.address))
+        self._losses.extend(lost.items())
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(OSError):
