@@ -21,6 +21,7 @@ import re
 import struct
 import zlib
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -1540,16 +1541,10 @@ def _client_with_rtt(config: Config | None, rtt: float) -> _Peer:
     return peer
 
 
-def _client_without_rtt_sample(config: Config) -> _Peer:
-    """An ESTABLISHED client with no RTT sample: its SYN was sent twice (Karn, Section 9.4)."""
-    conn = _engine(config, is_client=True)
-    conn.connect(0.0)
-    (syn,) = _decode_all(conn.datagrams_to_send(0.0))
-    resend = config.initial_rto
-    conn.handle_timer(resend)
-    assert [p.type for p in _decode_all(conn.datagrams_to_send(resend))] == [PacketType.SYN]
+def _syn_ack(syn: Packet, *, echo: int) -> bytes:
+    """The scripted server's SYN_ACK to ``syn``, echoing packet number ``echo``."""
     hs = wire.decode_handshake(syn.payload)
-    syn_ack = wire.encode(
+    return wire.encode(
         Packet(
             PacketType.SYN_ACK,
             0,
@@ -1561,14 +1556,41 @@ def _client_without_rtt_sample(config: Config) -> _Peer:
             (),
             wire.encode_handshake(wire.Handshake(SERVER_ID, 1400)),
             0,
-            1,
+            echo,
         )
     )
-    conn.receive_datagram(syn_ack, resend + 0.05)
+
+
+def _resent_syns(config: Config, count: int) -> tuple[Conn, list[tuple[Packet, float]]]:
+    """A client that sent its SYN ``count`` times (timer-driven): each SYN and its send time."""
+    conn = _engine(config, is_client=True)
+    conn.connect(0.0)
+    sent = [(p, 0.0) for p in _decode_all(conn.datagrams_to_send(0.0))]
+    while len(sent) < count:
+        now = conn.get_timer()
+        assert now is not None
+        conn.handle_timer(now)
+        sent += [(p, now) for p in _decode_all(conn.datagrams_to_send(now))]
+    assert [p.type for p, _ in sent] == [PacketType.SYN] * count
+    assert [p.packet_number for p, _ in sent] == list(range(count))
+    return conn, sent
+
+
+def _client_without_rtt_sample(config: Config) -> _Peer:
+    """An ESTABLISHED client with no RTT sample, its handshake RTO backed off to max_rto.
+
+    Its SYN went out HANDSHAKE_SAMPLES + 1 = 9 times, and the SYN_ACK echoes the first
+    (the SYN the server got; its earlier SYN_ACKs were lost): that transmission is no
+    longer remembered, so it gives no sample (Section 9.4).
+    """
+    conn, sent = _resent_syns(config, 9)
+    first, _ = sent[0]
+    now = sent[-1][1] + 0.05
+    conn.receive_datagram(_syn_ack(first, echo=first.packet_number), now)
     assert conn.state is ConnectionState.ESTABLISHED
-    assert conn.stats.srtt is None
-    peer = _Peer(conn, SERVER_ID, 5001, syn.seq + 1)
-    peer.now = resend + 0.05
+    assert conn.stats.srtt is None and conn.stats.rto == config.max_rto
+    peer = _Peer(conn, SERVER_ID, 5001, first.seq + 1)
+    peer.now = now
     peer.output()
     _drain_events(conn)
     return peer
@@ -1639,6 +1661,40 @@ def test_s9_1_ack_delay_adjustment() -> None:
         assert (stats.srtt, stats.rttvar) == (pytest.approx(srtt), pytest.approx(rttvar))
 
 
+def test_s9_1_handshake_sample_from_the_echoed_transmission() -> None:
+    """§9.1-3: the handshake sample is timed from the SYN or SYN_ACK the echo names, resends too."""
+    config = Config(keepalive_interval=None, peer_timeout=100.0)
+    # Client: the SYN went out at 0 and 1.0 s; the SYN_ACK's echo says which one it answers.
+    for echo, arrival, rtt in ((1, 1.05, 0.05), (0, 1.3, 1.3)):
+        conn, sent = _resent_syns(config, 2)
+        assert sent[1][1] == pytest.approx(1.0)
+        conn.receive_datagram(_syn_ack(sent[0][0], echo=echo), arrival)
+        assert conn.state is ConnectionState.ESTABLISHED
+        stats = conn.stats
+        assert (stats.latest_rtt, stats.srtt, stats.min_rtt) == pytest.approx((rtt, rtt, rtt))
+        assert stats.rttvar == pytest.approx(rtt / 2)
+    # An echo naming a transmission older than the newest HANDSHAKE_SAMPLES = 8: no sample.
+    conn, sent = _resent_syns(config, 9)
+    conn.receive_datagram(_syn_ack(sent[0][0], echo=0), sent[-1][1] + 0.05)
+    assert conn.state is ConnectionState.ESTABLISHED and conn.stats.srtt is None
+    conn, sent = _resent_syns(config, 9)
+    conn.receive_datagram(_syn_ack(sent[0][0], echo=1), sent[-1][1] + 0.05)
+    assert conn.stats.srtt == pytest.approx(sent[-1][1] + 0.05 - sent[1][1])
+    # Server: a duplicate SYN at 0.3 s is answered by a second SYN_ACK; the ack's echo of it
+    # gives 40 ms, not the 340 ms since the first SYN_ACK.
+    server = _engine(config, is_client=False, isn=300)
+    hs = wire.encode_handshake(wire.Handshake(CLIENT_ID, 1400))
+    syn_acks = []
+    for pn, at in ((0, 0.0), (1, 0.3)):
+        server.receive_datagram(_raw(ptype=1, cid=0, pn=pn, seq=50, payload=hs), at)
+        syn_acks += _decode_all(server.datagrams_to_send(at))
+    assert [p.packet_number for p in syn_acks] == [0, 1]
+    cid = server.local_connection_id
+    server.receive_datagram(_raw(ptype=4, cid=cid, pn=2, seq=51, ack=301, largest=1), 0.34)
+    assert server.state is ConnectionState.ESTABLISHED
+    assert (server.stats.srtt, server.stats.min_rtt) == pytest.approx((0.04, 0.04))
+
+
 def test_s9_2_pto_deadline_from_last_send() -> None:
     """§9.2-1: the probe deadline is the last ack-eliciting send plus the clamped PTO formula."""
     for config in (
@@ -1657,16 +1713,19 @@ def test_s9_2_pto_deadline_from_last_send() -> None:
         peer.conn.send(b"b")
         peer.output()
         assert peer.conn.get_timer() == pytest.approx(1.3 + expected)  # from the last send
-    # Before any RTT sample the PTO is initial_rto: a server whose SYN_ACK was sent twice
-    # (answering a duplicate SYN) takes no sample (Karn, Section 9.4).
+    # Before any RTT sample the PTO is initial_rto: a server that answered nine duplicate
+    # SYNs, acknowledged by an echo of its first SYN_ACK, no longer remembered (Section 9.4),
+    # takes no sample.
     config = Config(keepalive_interval=None, initial_rto=0.7, min_rto=0.1, peer_timeout=100.0)
     server = _engine(config, is_client=False, isn=300)
     hs = wire.encode_handshake(wire.Handshake(CLIENT_ID, 1400))
-    for pn, at in ((0, 0.0), (1, 0.01)):
+    for pn in range(9):
+        at = pn * 0.001
         server.receive_datagram(_raw(ptype=1, cid=0, pn=pn, seq=50, payload=hs), at)
-        server.datagrams_to_send(at)
+        (syn_ack,) = _decode_all(server.datagrams_to_send(at))
+        assert syn_ack.packet_number == pn
     cid = server.local_connection_id
-    server.receive_datagram(_raw(ptype=4, cid=cid, pn=2, seq=51, ack=301), 0.02)
+    server.receive_datagram(_raw(ptype=4, cid=cid, pn=9, seq=51, ack=301, largest=0), 0.02)
     assert server.state is ConnectionState.ESTABLISHED and server.stats.srtt is None
     server.send(b"x")
     server.datagrams_to_send(2.0)
@@ -1674,19 +1733,25 @@ def test_s9_2_pto_deadline_from_last_send() -> None:
 
 
 def test_s9_2_pto_before_any_sample_after_a_resent_syn() -> None:
-    """§9.2-1: before any sample the PTO is initial_rto, also after the SYN was resent."""
+    """§9.2-1: before any sample the PTO is initial_rto, not the SYN's backed-off timeout."""
     config = Config(keepalive_interval=None, initial_rto=0.7, min_rto=0.1, peer_timeout=100.0)
-    peer = _client_without_rtt_sample(config)
-    peer.now = 2.0
+    peer = _client_without_rtt_sample(config)  # handshake RTO backed off to max_rto = 2.0
+    peer.now += 1.0
     peer.conn.send(b"x")
     peer.output()
-    assert peer.conn.get_timer() == pytest.approx(2.7)
+    assert peer.conn.get_timer() == pytest.approx(peer.now + 0.7)
 
 
 def test_s9_2_backoff_doubles_to_cap() -> None:
     """§9.2-2: successive probe timeouts wait PTO, 2 PTO, 4 PTO, ... capped at max_rto."""
-    config = Config(keepalive_interval=None, peer_timeout=100.0, max_rto=2.0)
-    for rtt, pto in ((0.2, 0.61), (0.05, 0.16), (0.0, 0.05)):
+    default = Config(keepalive_interval=None, peer_timeout=100.0, max_rto=2.0)
+    floored = replace(default, min_rto=0.05)
+    for config, rtt, pto in (
+        (default, 0.2, 0.61),
+        (default, 0.05, 0.16),
+        (default, 0.0, 0.011),  # srtt 0: 1 ms + max_ack_delay, above the 5 ms floor
+        (floored, 0.0, 0.05),  # a floor above the formula holds
+    ):
         peer = _client_with_rtt(config, rtt)
         assert _pto(peer.conn) == pytest.approx(pto)
         peer.conn.send(b"x")
@@ -2104,43 +2169,85 @@ def test_s10_2_transmission_above_the_echo_gives_no_samples() -> None:
     assert conn.stats.packets_in_flight == 0
 
 
-def _persistent_congestion(cc: str) -> tuple[_Peer, list[int]]:
-    """A flight lost for four probe timeouts, then an ack of the last probe only."""
+def _outage(
+    cc: str, *, sampled: bool = True, peer_sends: bool = False, ptos: int = 4
+) -> tuple[_Peer, list[int], list[tuple[Packet, float]]]:
+    """A flight and the probes of ``ptos`` probe timeouts, none of them answered.
+
+    ``sampled``: an echo gave an RTT sample first (the handshake's does not start the
+    persistent-congestion period).  ``peer_sends``: meanwhile the peer's DATA arrives (its
+    acks stale), so the engine's pure ACKs take packet numbers between the lost ones.
+    Returns the scripted peer, cwnd after the flight and after each expiry, and every DATA
+    sent with its send time.
+    """
     config = Config(
         keepalive_interval=None, peer_timeout=100.0, congestion_control=cc, initial_window=4
     )
     peer = _client_with_rtt(config, 0.1)
     conn = peer.conn
     una = peer.expected
-    conn.send(b"first")  # an RTT sample from an echo starts the persistent-congestion period
-    peer.output()
-    peer.now += 0.1
-    peer.feed(peer.craft(PacketType.ACK, ack=una + 1))
+    if sampled:
+        conn.send(b"first")
+        peer.output()
+        peer.now += 0.1
+        peer.feed(peer.craft(PacketType.ACK, ack=una + 1))
+        una += 1
+    echo = peer.largest
     for i in range(20):
         conn.send(b"%d" % i)
-    sent = _data(peer.output())
+    sent = [(p, peer.now) for p in _data(peer.output())]
     windows = [conn.stats.cwnd]
-    for _ in range(4):
-        sent += _data(peer.fire())
-        windows.append(conn.stats.cwnd)
-    last = sent[-1]
-    peer.feed(
-        peer.craft(
-            PacketType.ACK,
-            ack=una + 1,
-            sack=[(peer.full(last.seq), peer.full(last.seq) + 1)],
-            largest=last.packet_number,
-        )
-    )
-    return peer, windows
+    timeouts = conn.stats.timeouts
+    acks = 0
+    while conn.stats.timeouts < timeouts + ptos:  # pacing releases fire in between
+        sent += [(p, peer.now) for p in _data(peer.fire())]
+        if conn.stats.timeouts > timeouts + len(windows) - 1:
+            windows.append(conn.stats.cwnd)
+        if peer_sends:
+            peer.feed(peer.craft(PacketType.DATA, payload=b"in", ack=una, largest=echo))
+            peer.feed(peer.craft(PacketType.DATA, payload=b"in", ack=una, largest=echo))
+            acks += sum(p.type is PacketType.ACK for p in peer.output())
+    assert acks >= ptos if peer_sends else acks == 0
+    return peer, windows, sent
+
+
+def _ack_only(peer: _Peer, *acked: Packet) -> None:
+    """The peer reports receiving only ``acked`` (by SACK), the last of them the largest."""
+    edges = sorted(peer.full(p.seq) for p in acked)
+    sack = [(seq, seq + 1) for seq in edges]
+    largest = acked[-1].packet_number
+    peer.feed(peer.craft(PacketType.ACK, ack=peer.expected + 1, sack=sack, largest=largest))
 
 
 @pytest.mark.parametrize("cc", ["bbr", "cubic", "newreno"])
 def test_s10_3_persistent_congestion_takes_the_window_to_the_minimum(cc: str) -> None:
     """§10.3-1: a run of losses spanning 3 PTO takes cwnd to MIN_WINDOW, and nothing less does."""
-    peer, windows = _persistent_congestion(cc)
-    assert len(set(windows)) == 1 and windows[0] > MIN_WINDOW  # four probe timeouts: untouched
+    peer, windows, sent = _outage(cc)
+    assert len(windows) == 5 and len(set(windows)) == 1 and windows[0] > MIN_WINDOW  # PTOs: no
+    _ack_only(peer, sent[-1][0])
     assert peer.conn.stats.cwnd == MIN_WINDOW
+    # The pure ACKs the engine sent meanwhile take packet numbers between the lost DATA:
+    # they do not break the run.
+    peer, _, sent = _outage(cc, peer_sends=True)
+    pns = [p.packet_number for p, _ in sent]
+    assert pns != list(range(pns[0], pns[-1] + 1))
+    _ack_only(peer, sent[-1][0])
+    assert peer.conn.stats.cwnd == MIN_WINDOW
+    # The same losses before any sample from an echo: the period has not started.
+    peer, _, sent = _outage(cc, sampled=False)
+    _ack_only(peer, sent[-1][0])
+    assert peer.conn.stats.cwnd > MIN_WINDOW
+    # Acknowledged packets break the run: losses spanning 3 PTO in runs that each span less.
+    peer, _, sent = _outage(cc, ptos=3)
+    groups = [list(g) for _, g in itertools.groupby(sent, key=lambda entry: entry[1])]
+    first, second, third = groups[-3:]  # the probes of the three expiries
+    acked = [first[0], second[-1], third[-1]]
+    _ack_only(peer, *(p for p, _ in acked))
+    span = 3 * _pto(peer.conn)
+    runs = [list(g) for ok, g in itertools.groupby(sent[:-1], key=lambda e: e in acked) if not ok]
+    assert sent[-2][1] - sent[0][1] >= span
+    assert len(runs) == 3 and all(run[-1][1] - run[0][1] < span for run in runs)
+    assert peer.conn.stats.cwnd > MIN_WINDOW
     # An ordinary loss event (one packet of a flight) does not.
     lossy, _ = _lose_first_of_five(cc)
     assert lossy.conn.stats.cwnd > MIN_WINDOW
@@ -2238,7 +2345,7 @@ def test_s12_flight_bounded_by_cwnd_peer_window_and_max(
     assert conn.stats.packets_in_flight <= min(conn.stats.cwnd, peer_window, max_send_window)
 
 
-def _paced_client(cc: str, burst: int) -> _Peer:
+def _paced_client(cc: str, burst: int, rtt: float = 0.05) -> _Peer:
     """A client with an RTT sample (NewReno and CUBIC pace from their first one) and a wide cwnd."""
     config = Config(
         keepalive_interval=None,
@@ -2247,46 +2354,81 @@ def _paced_client(cc: str, burst: int) -> _Peer:
         initial_window=40,
         pacing_burst=burst,
     )
-    peer = _client_with_rtt(config, 0.05)
+    peer = _client_with_rtt(config, rtt)
     una = peer.expected
     peer.conn.send(b"first")
     peer.output()
-    peer.now += 0.05
+    peer.now += rtt
     peer.feed(peer.craft(PacketType.ACK, ack=una + 1))
     assert peer.conn.stats.pacing_rate is not None
     assert peer.conn.stats.cwnd > burst
     return peer
 
 
-@pytest.mark.parametrize(("cc", "burst"), [("bbr", 10), ("bbr", 3), ("cubic", 5), ("newreno", 4)])
-def test_s12_6_pacing_burst(cc: str, burst: int) -> None:
+def _bucket(rate: float, burst: int) -> int:
+    """Section 12.6: whole packets the bucket holds, a millisecond at ``rate`` within [2, burst]."""
+    return int(min(max(rate * 0.001, 2.0), burst) + 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("cc", "burst", "rtt", "bucket"),
+    [
+        ("bbr", 10, 0.001, 10),  # fast: a millisecond is more than pacing_burst
+        ("bbr", 3, 0.001, 3),
+        ("cubic", 5, 0.001, 5),
+        ("newreno", 4, 0.001, 4),
+        ("newreno", 20, 0.005, 10),  # 1.25 x 41 packets per 5 ms: a millisecond's worth
+        ("bbr", 10, 0.05, 2),  # slow: two packets at a time
+        ("cubic", 5, 0.05, 2),
+        ("newreno", 1, 0.05, 1),  # pacing_burst below two still caps
+    ],
+)
+def test_s12_6_pacing_burst(cc: str, burst: int, rtt: float, bucket: int) -> None:
     """§12.6-1: with a pacing rate, at most pacing_burst packets leave back to back."""
-    peer = _paced_client(cc, burst)
+    peer = _paced_client(cc, burst, rtt)
     conn = peer.conn
+    rate = conn.stats.pacing_rate
+    assert rate is not None and _bucket(rate, burst) == bucket <= burst
     for i in range(100):
         conn.send(b"%d" % i)
-    assert len(_data(peer.output())) == burst
+    assert len(_data(peer.output())) == bucket
     assert _data(peer.output()) == []  # the same instant, another call: nothing more
-    # A driver that wakes up late finds at most a burst's worth in the bucket.
+    # A driver that wakes up late finds at most a bucket's worth.
     peer.now += 0.1
-    assert len(_data(peer.output())) == burst
+    assert len(_data(peer.output())) == bucket
+    # A fresh connection's bucket starts full: pacing_burst of a larger initial window leave
+    # (every controller but "fixed" paces from its first packet).
+    fresh = _client_under_test(replace(conn.config, initial_window=burst + 5))
+    for i in range(100):
+        fresh.conn.send(b"%d" % i)
+    assert fresh.conn.stats.pacing_rate is not None
+    assert len(_data(fresh.output())) == burst
+    assert _data(fresh.output()) == []
 
 
 def test_s12_6_pacing_is_a_timer() -> None:
-    """§12.6-2: while pacing holds packets back, get_timer() is the next release, which sends."""
-    peer = _paced_client("bbr", 10)
-    conn = peer.conn
-    for i in range(100):
-        conn.send(b"%d" % i)
-    assert len(_data(peer.output())) == 10
-    for _ in range(20):
-        rate = conn.stats.pacing_rate
-        assert rate is not None
-        timer = conn.get_timer()
-        assert timer is not None and peer.now < timer <= peer.now + 1 / rate + 1e-9
-        peer.now = timer
-        conn.handle_timer(timer)
-        assert len(_data(peer.output())) >= 1
+    """§12.6-2: while pacing holds packets back, get_timer() is when the bucket is full again."""
+    for cc, burst, rtt in (("bbr", 10, 0.05), ("newreno", 8, 0.001), ("cubic", 30, 0.05)):
+        peer = _paced_client(cc, burst, rtt)
+        conn = peer.conn
+        for i in range(100):
+            conn.send(b"%d" % i)
+        assert _data(peer.output())
+        releases = 0
+        while True:
+            stats = conn.stats
+            rate = stats.pacing_rate
+            assert rate is not None
+            capacity = min(max(rate * 0.001, 2.0), burst)
+            if stats.packets_in_flight + capacity > stats.cwnd:
+                break  # from here on the window, not pacing, holds packets back
+            releases += 1
+            timer = conn.get_timer()
+            assert timer is not None and peer.now < timer <= peer.now + capacity / rate + 1e-9
+            peer.now = timer
+            conn.handle_timer(timer)
+            assert len(_data(peer.output())) == int(capacity + 1e-9)
+        assert releases >= 3
 
 
 # --- §13 fragmentation ---------------------------------------------------------------------
