@@ -116,7 +116,10 @@ class Opening:
                 or not self._sm.apply(Input.RECV_SYN)
             ):
                 return REJECTED
-            # The client retransmitted its SYN: our SYN_ACK was lost (or is slow).
+            # The client retransmitted its SYN: our SYN_ACK was lost (or is slow).  The
+            # SYN_ACK we resend echoes this SYN, so the client's RTT sample is timed from
+            # the transmission that got through, not from its first SYN.
+            self._receiver.on_packet_number(packet.packet_number, now)
             self.due = True
             return HEARD
         if not self._sm.apply(Input.RECV_SYN):
@@ -139,6 +142,8 @@ class Opening:
                 or handshake.source_connection_id != self.remote_connection_id
             ):
                 return REJECTED
+            # Our ack will echo this SYN_ACK, so the server times its sample from it.
+            self._receiver.on_packet_number(packet.packet_number, now)
             self._receiver.ack_now = True
             return HEARD
         una = self._sender.snd_una
