@@ -351,15 +351,7 @@ def test_app_limited_samples_only_raise_the_max() -> None:
     assert cc.max_bw == pytest.approx(900.0)
 
 
-# --- without samples, and with other flows ---------------------------------------------------
-
-
-def test_self_sampling_when_the_sender_passes_no_sample() -> None:
-    model, flow, cc, _ = single_flow(samples=False, until=8.0)
-    assert cc.mode is Mode.PROBE_BW
-    assert cc.max_bw == pytest.approx(RATE, rel=0.1)
-    assert cc.cwnd == pytest.approx(2 * BDP, rel=0.1)
-    assert model.goodput(flow, 3.0, 8.0) >= 0.95 * RATE
+# --- with other flows ---------------------------------------------------
 
 
 def test_two_bbr_flows_share_fairly() -> None:

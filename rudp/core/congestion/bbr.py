@@ -60,10 +60,9 @@ Other choices:
   straight back to the model (v1 restores ``prior_cwnd`` after an RTO).  A
   spurious loss undoes an ``inflight_hi`` cut of this or the previous round and
   lifts that clamp.
-* ``sample=None`` (a sender without a ``DeliveryRateEstimator``): samples come
-  from ``HookSampler``; RTTs below the sender's ``min_rtt`` (without one, half
-  of srtt) are left out of the model, as a retransmission's ack may be the
-  original's (Karn).  The first real sample turns this off.
+* ``sample=None`` (an ack whose sample the estimator discarded, its interval
+  shorter than the minimum RTT): the filters and the round count wait for the
+  next one.
 """
 
 from __future__ import annotations
@@ -74,7 +73,7 @@ from enum import Enum
 
 from rudp.config import Config
 from rudp.core.congestion.base import MIN_WINDOW, CongestionController, RateSample, register
-from rudp.core.congestion.delivery_rate import TIME_EPSILON, HookSampler
+from rudp.core.congestion.delivery_rate import TIME_EPSILON
 
 STARTUP_GAIN = 2 / math.log(2)
 """v1 section 4.3.2.1 BBRHighGain: the smallest gain that doubles the delivery rate per round."""
@@ -135,8 +134,6 @@ queue at all: only such rounds teach ``random_loss``."""
 INITIAL_RTT_GUESS = 0.001
 """Nominal RTT before any sample (the draft's BBRInitPacingRate)."""
 MAX_PROBE_UP_EXPONENT = 30
-KARN_GUARD = 0.5
-"""Self-sampling only: RTTs below this fraction of srtt are taken for ambiguous."""
 RANDOM_LOSS_PACKETS = 200
 """The random-loss estimate averages over about this many packets."""
 
@@ -167,7 +164,6 @@ class Bbr(CongestionController):
         self._model_cwnd = float(self._initial)
         self._pacing_rate = 0.0
         self._srtt: float | None = None
-        self._sampler: HookSampler | None = HookSampler()
         # Bandwidth: (round, rate) pairs, rates decreasing from the left (an exact windowed max).
         self._bw_filter: deque[tuple[int, float]] = deque()
         self._min_rtt = float("inf")
@@ -261,9 +257,7 @@ class Bbr(CongestionController):
     # --- hooks -----------------------------------------------------------------------
 
     def on_packet_sent(self, now: float, in_flight: int) -> None:
-        """Stamp the packet for the self-sampler while the sender gives no samples."""
-        if self._sampler is not None:
-            self._sampler.on_packet_sent(now, in_flight)
+        """Nothing to do: the sender's ``DeliveryRateEstimator`` stamps the packet."""
 
     def on_ack(
         self,
@@ -284,17 +278,6 @@ class Bbr(CongestionController):
                 # the 1 ms guess; Startup's rule (never lower) then keeps it over the first,
                 # one-packet samples.
                 self._pacing_rate = STARTUP_GAIN * self._initial / srtt
-        trusted_rtt = True
-        if sample is not None:
-            self._sampler = None
-        elif self._sampler is not None:
-            rtt = now - newest_acked_sent_time
-            # Karn: a retransmission's ack may be the original's (see the module docstring).
-            if min_rtt is not None:
-                trusted_rtt = rtt >= min_rtt - 1e-6  # below a Karn-safe minimum: ambiguous
-            else:
-                trusted_rtt = self._srtt is None or rtt >= self._srtt * KARN_GUARD
-            sample = self._sampler.on_ack(now, acked, newest_acked_sent_time, trusted_rtt)
         rtt = sample.rtt if sample is not None else now - newest_acked_sent_time
         self._round_start = False
         if sample is not None:
@@ -303,7 +286,7 @@ class Bbr(CongestionController):
                 self._start_round(now)
             self._update_max_bw(sample)
         self._round_acked += acked
-        if rtt >= 0 and trusted_rtt:
+        if rtt >= 0:
             if rtt < self._round_min_rtt:
                 self._round_min_rtt = rtt
             if rtt > self._round_max_rtt:
@@ -334,7 +317,7 @@ class Bbr(CongestionController):
         """``MIN_WINDOW`` for one round trip from now, then the model's window again."""
         self._clamp_until_round = self.round_count + 1
         # A new round starts now: it ends once a packet sent from now on is delivered.
-        self._next_round_delivered = self._delivered_now()
+        self._next_round_delivered = self._delivered
 
     def on_spurious_loss(self, now: float) -> None:
         """Undo an inflight_hi cut of this or the previous round, and the persistent clamp."""
@@ -345,11 +328,6 @@ class Bbr(CongestionController):
         self._inflight_hi_undo = None
 
     # --- rounds and the loss rule -------------------------------------------------------
-
-    def _delivered_now(self) -> int:
-        if self._sampler is not None:
-            return self._sampler.estimator.delivered
-        return self._delivered
 
     def _start_round(self, now: float) -> None:
         """A round trip ended with this ack: judge its losses, then reset its counters."""
@@ -552,7 +530,7 @@ class Bbr(CongestionController):
             if in_flight <= self._probe_rtt_cwnd():
                 self._probe_rtt_done = now + PROBE_RTT_DURATION
                 self._probe_rtt_round_done = False
-                self._next_round_delivered = self._delivered_now()
+                self._next_round_delivered = self._delivered
             return
         if self._round_start:
             self._probe_rtt_round_done = True
@@ -586,6 +564,6 @@ class Bbr(CongestionController):
         cwnd = self._model_cwnd
         if self.filled_pipe:
             cwnd = min(cwnd + acked, target)
-        elif cwnd < target or self._delivered_now() < self._initial:
+        elif cwnd < target or self._delivered < self._initial:
             cwnd += acked
         self._model_cwnd = min(max(cwnd, float(MIN_PIPE_CWND)), float(self._max))

@@ -19,9 +19,6 @@ receiving an ACK" steps):
    ``estimator.on_app_limited(in_flight)`` (the draft's "Detecting
    application-limited phases"), so the samples of that phase are marked.
 
-``HookSampler`` approximates all this from the ``CongestionController`` hooks
-alone, for a sender that keeps no stamps (BBR uses it while it gets no samples).
-
 The draft's ``C.delivered_time`` / ``P.delivered_time`` are seconds on the
 caller's clock; ``0`` has no special meaning here (a stamp's existence is what
 says "not yet delivered"), so a clock starting at zero is fine.
@@ -29,7 +26,6 @@ says "not yet delivered"), so a clock starting at zero is fine.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import NamedTuple
 
 from rudp.core.congestion.base import RateSample
@@ -178,50 +174,3 @@ class DeliveryRateEstimator:
         ``C.app_limited = max(C.delivered + C.inflight, 1)``).
         """
         self._app_limited_until = max(self.delivered + in_flight, 1)
-
-
-class HookSampler:
-    """Rate samples from ``CongestionController`` hooks alone, for a sender that keeps none.
-
-    Packets sent at one ``now`` share their stamp (no ack is processed between
-    them), so one stamp per distinct send time is exact, app-limited marking
-    apart (the hooks do not carry it).  A stamp is dropped once an ack covers
-    a later send time.
-    """
-
-    __slots__ = ("_stamps", "estimator")
-
-    def __init__(self) -> None:
-        self.estimator = DeliveryRateEstimator()
-        self._stamps: deque[tuple[float, RateStamp]] = deque()
-
-    def on_packet_sent(self, now: float, in_flight: int) -> None:
-        """The ``on_packet_sent`` hook: ``in_flight`` includes the packet."""
-        stamp = self.estimator.on_packet_sent(now, max(0, in_flight - 1))
-        stamps = self._stamps
-        if stamps and stamps[-1][0] == now:
-            stamps[-1] = (now, stamp)
-        else:
-            stamps.append((now, stamp))
-
-    def on_ack(
-        self, now: float, acked: int, newest_sent_time: float, trusted: bool
-    ) -> RateSample | None:
-        """Deliver ``acked`` packets with the stamp of ``newest_sent_time``; the ack's sample.
-
-        ``trusted`` False: the ack may be for an earlier transmission than the one
-        sent at ``newest_sent_time``; its packets count, its sample does not.
-        """
-        stamps = self._stamps
-        while len(stamps) > 1 and stamps[1][0] <= newest_sent_time:
-            stamps.popleft()
-        if trusted and stamps and stamps[0][0] <= newest_sent_time:
-            stamp = stamps[0][1]
-        else:
-            # Sent before every stamp kept, or ambiguous: count it, but make its sample
-            # void (app-limited, zero interval: take_sample drops it).
-            estimator = self.estimator
-            stamp = RateStamp(estimator.delivered, now, newest_sent_time, True)
-        for _ in range(acked):
-            self.estimator.on_packet_delivered(stamp, newest_sent_time, now)
-        return self.estimator.take_sample(now)
