@@ -9,12 +9,8 @@ injected ``random.Random``, so a seeded simulation replays exactly.
 
 State changes go through ``rudp.core.state.StateMachine`` only.  A received packet
 goes to the reader for its type (``_READERS``, like aioquic's frame handlers); the
-opening handshake lives in ``rudp.core.handshake``, the send half in
-``rudp.core.sender``, the receive half in ``rudp.core.receiver``, liveness and the
-other connection timers in ``rudp.core.timers``, and the wire layout in
-``rudp.core.wire``.
-
-Network input never raises: anything invalid is dropped and counted in
+handshake, sender, receiver, recovery, timers and wire layout have modules of their
+own.  Network input never raises: anything invalid is dropped and counted in
 ``stats.datagrams_dropped``.
 """
 
@@ -41,7 +37,7 @@ from rudp.core.state import (
     Input,
     StateMachine,
 )
-from rudp.core.stats import Stats
+from rudp.core.stats import Stats, snapshot
 from rudp.core.timers import Timers, earliest
 from rudp.core.wire import Flags, PacketType
 from rudp.errors import BadPacket, LocalProtocolError, MessageTooLarge
@@ -160,39 +156,15 @@ class SansIOConnection:
     @property
     def stats(self) -> Stats:
         """A snapshot of counters and estimates."""
-        sender = self._sender
-        receiver = self._receiver
-        rtt = sender.rtt
-        return Stats(
-            srtt=rtt.srtt,
-            rttvar=rtt.rttvar,
-            latest_rtt=rtt.latest,
-            rto=rtt.rto,
-            cwnd=sender.cc.cwnd,
-            ssthresh=sender.cc.ssthresh,
-            packets_in_flight=sender.in_flight,
-            peer_window=sender.peer_window,
-            local_window=receiver.window,
+        return snapshot(
+            self._sender,
+            self._receiver,
             datagrams_sent=self._datagrams_sent,
             datagrams_received=self._datagrams_received,
             bytes_sent=self._bytes_sent,
             bytes_received=self._bytes_received,
             datagrams_dropped=self._dropped,
-            data_packets_sent=sender.data_packets_sent,
-            data_packets_received=receiver.data_packets_received,
-            duplicates_received=receiver.duplicates,
             acks_sent=self._acks_sent,
-            retransmissions=sender.retransmissions,
-            fast_retransmits=sender.fast_retransmits,
-            timeouts=sender.timeouts,
-            probes_sent=sender.probes_sent,
-            spurious_retransmissions=sender.spurious_retransmissions,
-            min_rtt=rtt.min_rtt,
-            pacing_rate=sender.cc.pacing_rate,
-            messages_sent=sender.messages_sent,
-            messages_acked=sender.messages_acked,
-            messages_delivered=receiver.messages_delivered,
-            send_queue_bytes=sender.queued_bytes,
         )
 
     # --- local calls ----------------------------------------------------------------------

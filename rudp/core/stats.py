@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotations of ``snapshot``
+    from rudp.core.receiver import Receiver
+    from rudp.core.sender import Sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +82,50 @@ class Stats:
     """Messages reported with ``MessageReceived``."""
     send_queue_bytes: int
     """Bytes of messages sent but not yet acknowledged."""
+
+
+def snapshot(
+    sender: Sender,
+    receiver: Receiver,
+    *,
+    datagrams_sent: int,
+    datagrams_received: int,
+    bytes_sent: int,
+    bytes_received: int,
+    datagrams_dropped: int,
+    acks_sent: int,
+) -> Stats:
+    """The ``Stats`` of a connection: its own datagram counters and its halves' state."""
+    rtt = sender.rtt
+    cc = sender.cc
+    return Stats(
+        srtt=rtt.srtt,
+        rttvar=rtt.rttvar,
+        latest_rtt=rtt.latest,
+        rto=rtt.rto,
+        min_rtt=rtt.min_rtt,
+        pacing_rate=cc.pacing_rate,
+        cwnd=cc.cwnd,
+        ssthresh=cc.ssthresh,
+        packets_in_flight=sender.in_flight,
+        peer_window=sender.peer_window,
+        local_window=receiver.window,
+        datagrams_sent=datagrams_sent,
+        datagrams_received=datagrams_received,
+        bytes_sent=bytes_sent,
+        bytes_received=bytes_received,
+        datagrams_dropped=datagrams_dropped,
+        data_packets_sent=sender.data_packets_sent,
+        data_packets_received=receiver.data_packets_received,
+        duplicates_received=receiver.duplicates,
+        acks_sent=acks_sent,
+        retransmissions=sender.retransmissions,
+        fast_retransmits=sender.fast_retransmits,
+        probes_sent=sender.probes_sent,
+        timeouts=sender.timeouts,
+        spurious_retransmissions=sender.spurious_retransmissions,
+        messages_sent=sender.messages_sent,
+        messages_acked=sender.messages_acked,
+        messages_delivered=receiver.messages_delivered,
+        send_queue_bytes=sender.queued_bytes,
+    )
