@@ -538,42 +538,33 @@ def test_heavy_loss_still_measures_the_path_rtt_through_retransmissions() -> Non
     assert stats.min_rtt is not None and stats.min_rtt == pytest.approx(0.1, abs=1e-3)
 
 
+def drop_first(side: str, ptype: wire.PacketType) -> Callable[[str, bytes], bool]:
+    """A ``ConnectionPair`` drop rule: lose the first ``ptype`` datagram ``side`` sends."""
+    pending = [True]
+
+    def drop(sender: str, datagram: bytes) -> bool:
+        if pending[0] and sender == side and wire.decode(datagram).type is ptype:
+            pending[0] = False
+            return True
+        return False
+
+    return drop
+
+
 def test_a_resent_handshake_is_timed_from_the_transmission_that_got_through() -> None:
     """§9.1: the echo names the SYN / SYN_ACK that was answered, resends included.
 
     On an instant wire the true RTT is 0; a sample timed from the first transmission
     would include the whole retransmission wait (initial_rto, 1 s).
     """
-    lost: dict[str, int] = {"server": 1, "client": 0}
-
-    def drop_first_syn_ack(sender: str, datagram: bytes) -> bool:
-        if (
-            sender == "server"
-            and lost["server"]
-            and wire.decode(datagram).type is wire.PacketType.SYN_ACK
-        ):
-            lost["server"] -= 1
-            return True
-        return False
-
-    pair = ConnectionPair(Config(initial_rto=1.0), drop=drop_first_syn_ack)
+    pair = ConnectionPair(
+        Config(initial_rto=1.0), drop=drop_first("server", wire.PacketType.SYN_ACK)
+    )
     pair.handshake()
     assert pair.client.stats.timeouts >= 1  # the client did resend its SYN
     assert pair.client.stats.srtt is not None and pair.client.stats.srtt < 0.01
 
-    acks_lost = {"count": 1}
-
-    def drop_first_ack_of_syn_ack(sender: str, datagram: bytes) -> bool:
-        if (
-            sender == "client"
-            and acks_lost["count"]
-            and wire.decode(datagram).type is wire.PacketType.ACK
-        ):
-            acks_lost["count"] -= 1
-            return True
-        return False
-
-    pair = ConnectionPair(Config(initial_rto=1.0), drop=drop_first_ack_of_syn_ack)
+    pair = ConnectionPair(Config(initial_rto=1.0), drop=drop_first("client", wire.PacketType.ACK))
     pair.handshake()
     assert pair.server.stats.timeouts >= 1  # the server did resend its SYN_ACK
     assert pair.server.stats.srtt is not None and pair.server.stats.srtt < 0.01
