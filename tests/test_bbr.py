@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 
@@ -423,3 +424,28 @@ class Synthetic:
             bw *= 2
         for _ in range(rounds):
             self.round(rate)
+
+
+def test_jitter_is_not_taken_for_a_standing_queue() -> None:
+    """RTT samples scattered by 30 ms around 60 ms, one lucky 10 ms sample as the minimum,
+    and 5% random loss: without the jitter allowance every round's smallest RTT sits
+    20 ms above the minimum and the loss would count as congestion."""
+    cc = bbr()
+    rng = random.Random(5)
+    now = 0.0
+    delivered = 0
+    rate = 500.0
+    for round_index in range(60):
+        prior = delivered
+        for i in range(20):
+            now += 0.003
+            delivered += 1
+            rtt = 0.01 if round_index == 0 and i == 0 else rng.uniform(0.03, 0.09)
+            sample = RateSample(rate, 0.06, delivered - prior, prior, False, rtt)
+            cc.on_ack(now, 1, now - rtt, 30, 0.06, 0.01, sample)
+            cc.on_packet_sent(now, 30)
+            if i == 7:
+                cc.on_packets_lost(now, 1, now - rtt, 30)  # 1 in 20: 5% random loss
+    assert cc.min_rtt == pytest.approx(0.01)
+    assert cc.congestion_events == 0
+    assert math.isinf(cc.inflight_hi)

@@ -128,6 +128,12 @@ QUEUE_DELAY_FLOOR = 0.004
 millisecond, less than the queue BBR's own 2 x BDP window and the peer's delayed acks
 keep; a 1 ms floor took 10% random loss for congestion there (0.77 of the link against
 1.0 with 4 ms).  A full one-BDP queue of any path is still far above it."""
+JITTER_GAIN = 0.25
+"""Gain of the RTT deviation's moving average (RFC 6298's beta)."""
+JITTER_ALLOWANCE = 4.0
+"""Deviations of jitter the queue-delay test allows, RFC 6298's K (measured: 20 Mbit/s,
+40 ms RTT, +/-20 ms jitter each way, 5% loss: 0.46 Mbit/s when jitter passed for a
+queue)."""
 NO_QUEUE_FRACTION = 0.1
 """A round whose largest RTT stays within this fraction of min_rtt (and the floor) saw no
 queue at all: only such rounds teach ``random_loss``."""
@@ -164,6 +170,7 @@ class Bbr(CongestionController):
         self._model_cwnd = float(self._initial)
         self._pacing_rate = 0.0
         self._srtt: float | None = None
+        self._rtt_deviation = 0.0  # mean deviation of the samples from srtt: the jitter
         # Bandwidth: (round, rate) pairs, rates decreasing from the left (an exact windowed max).
         self._bw_filter: deque[tuple[int, float]] = deque()
         self._min_rtt = float("inf")
@@ -279,6 +286,9 @@ class Bbr(CongestionController):
                 # one-packet samples.
                 self._pacing_rate = STARTUP_GAIN * self._initial / srtt
         rtt = sample.rtt if sample is not None else now - newest_acked_sent_time
+        if self._srtt is not None and sample is not None:
+            deviation = abs(sample.rtt - self._srtt)
+            self._rtt_deviation += JITTER_GAIN * (deviation - self._rtt_deviation)
         self._round_start = False
         if sample is not None:
             self._delivered = sample.prior_delivered + sample.delivered
@@ -362,7 +372,14 @@ class Bbr(CongestionController):
             self._clamp_until_round = None
 
     def _queue_delay_threshold(self) -> float:
-        return max(QUEUE_DELAY_FRACTION * self._min_rtt, QUEUE_DELAY_FLOOR)
+        # Jitter raises samples whether or not there is a queue: a path whose RTT
+        # scatters looks queued by about the scatter.  A standing queue raises the RTT
+        # steadily, which keeps the deviation small, so the test still sees it.
+        return max(
+            QUEUE_DELAY_FRACTION * self._min_rtt,
+            QUEUE_DELAY_FLOOR,
+            JITTER_ALLOWANCE * self._rtt_deviation,
+        )
 
     def _standing_queue(self) -> bool:
         """The round's smallest RTT stayed above min_rtt by the queue-delay threshold."""
