@@ -381,3 +381,27 @@ def test_safe_name_keeps_the_base_name(name: str, expected: str) -> None:
 def test_safe_name_refuses_dangerous_names(name: str) -> None:
     with pytest.raises(TransferError):
         safe_name(name)
+
+
+def test_recv_removes_its_own_stale_partial_files_at_start(
+    tmp_path: Path, procs: list[CliProc]
+) -> None:
+    """A receiver killed mid-transfer leaves ``.NAME.partial-XXXXXXXX``; the next start
+    removes exactly those (issue: restart detection), and nothing else."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".big.bin.partial-a1b2c3d4"
+    stale.write_bytes(b"x" * 1000)
+    keep = [out / "notes.partial", out / ".big.bin.partial-short", out / "big.bin"]
+    for path in keep:
+        path.write_bytes(b"keep")
+    lookalike_dir = out / ".dir.partial-abcdefgh"
+    lookalike_dir.mkdir()
+    receiver = rudp_cli("recv", "--listen", "127.0.0.1:0", "--output", str(out), "-q")
+    procs.append(receiver)
+    receiver.port()
+    receiver.wait_for(re.compile(r"removed the stale partial file \.big\.bin\.partial-a1b2c3d4"))
+    assert not stale.exists()
+    assert all(path.read_bytes() == b"keep" for path in keep)
+    assert lookalike_dir.is_dir()
+    assert receiver.terminate() == 0

@@ -329,6 +329,9 @@ def _cmd_recv(args: argparse.Namespace) -> int:
     if not output.is_dir():
         _say(f"output directory does not exist: {output}")
         return EXIT_FAILED
+    # Partial files a receiver killed mid-transfer (kill -9, power loss) left behind;
+    # removed before listening, reported after the address line that scripts read first.
+    stale = filetransfer.remove_stale_partials(output)
     try:
         listener = rudp.listen(args.listen, **_connection_options(args))
     except (RudpError, OSError, TypeError, ValueError) as exc:
@@ -349,6 +352,8 @@ def _cmd_recv(args: argparse.Namespace) -> int:
 
     with listener:
         _say(f"listening on {format_address(listener.address)}, saving to {output}")
+        for path in stale:
+            _say(f"removed the stale partial file {path.name}")
         try:
             filetransfer.serve(
                 listener,

@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -54,6 +55,7 @@ __all__ = [
     "Verdict",
     "file_sha256",
     "receive_files",
+    "remove_stale_partials",
     "safe_name",
     "send_file",
     "send_files",
@@ -456,7 +458,7 @@ def _receive_one(
         _drain(conn, header)
         raise _Refused(error) from None
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.partial-", dir=out)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}{PARTIAL_MARK}", dir=out)
     tmp = Path(tmp_name)
     bar = progress(name, header.size) if progress is not None else None
     try:
@@ -510,6 +512,28 @@ def _drain(conn: MessageConnection, header: FileHeader) -> None:
     remaining = header.size
     while remaining:
         remaining -= len(_next_chunk(conn, header, remaining))
+
+
+PARTIAL_MARK = ".partial-"
+"""Between a partial file's name and mkstemp's random suffix: ``.NAME.partial-XXXXXXXX``."""
+
+_STALE_PARTIAL = re.compile(r"\..+" + re.escape(PARTIAL_MARK) + r"[A-Za-z0-9_]{8}")
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete the partial files a receiver killed mid-transfer left in ``out``.
+
+    Only names of the exact form this module creates (a dot, the name,
+    ``.partial-`` and mkstemp's eight random characters) and only regular files:
+    a user's ``notes.partial`` or a directory is left alone.  Returns what it removed.
+    """
+    removed: list[Path] = []
+    for entry in out.iterdir():
+        if _STALE_PARTIAL.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 def _fsync_dir(path: Path) -> None:
