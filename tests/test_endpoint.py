@@ -290,6 +290,31 @@ def test_terminated_connections_leave_the_tables() -> None:
     assert ep.stats.unknown_connection == 0 and len(ep) == 1
 
 
+def test_connections_that_die_unaccepted_leave_the_backlog() -> None:
+    """Established but silent until they failed (peer_timeout): nothing to accept, so
+    new clients are not locked out; one that delivered a message stays for accept()."""
+    ep = fake_endpoint(accepting=True, backlog=2)
+    for source_id in (1, 2):
+        ep.receive_datagram(syn(source_id), ("10.1.1.1", source_id), 0.0)
+    silent, talker = ep.associations
+    for assoc in (silent, talker):
+        fake(assoc).establish()
+        if assoc is talker:
+            fake(assoc).events.append(MessageReceived(b"hello"))
+        ep.receive_datagram(ack_for(fake(assoc).local_connection_id), assoc.address, 0.1)
+    drain_events(ep)
+    ep.receive_datagram(syn(3), ("10.1.1.1", 3), 0.2)
+    assert ep.stats.syn_refused == 1  # full of established connections
+    for assoc in (silent, talker):
+        assoc.abort("peer unreachable")  # as peer_timeout would end them
+    drain_events(ep)
+    assert ep.pending_count == 1  # the silent one left; the talker waits for accept()
+    ep.receive_datagram(syn(3), ("10.1.1.1", 3), 0.3)
+    assert ep.stats.syn_refused == 1 and ep.pending_count == 2
+    accepted = ep.accept()
+    assert accepted is talker
+
+
 def test_backlog_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Endpoint(backlog=0)

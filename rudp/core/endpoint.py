@@ -91,7 +91,9 @@ read the endpoint holds no reference to them.  Server connections not yet accept
 connection still handshaking -- a flood of spoofed SYNs then only recycles
 half-open slots instead of locking real clients out for a whole handshake
 budget -- and is dropped only when every slot is an established connection
-waiting for ``accept()``.
+waiting for ``accept()``.  A connection that fails before it was accepted and
+before it delivered a message (a failed handshake, or one that went silent until
+``peer_timeout``) leaves the backlog at once: it has nothing to hand out.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ from typing import Any, Protocol
 from rudp.config import Config
 from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake
 from rudp.errors import BadPacket
-from rudp.events import Connected, Event, Failed
+from rudp.events import Connected, Event, Failed, MessageReceived
 
 __all__ = ["Association", "ConnectionFactory", "ConnectionLike", "Endpoint", "EndpointStats"]
 
@@ -209,6 +211,7 @@ class Association:
         "context",
         "established",
         "initiated_locally",
+        "received",
     )
 
     def __init__(
@@ -231,6 +234,8 @@ class Association:
         """Handed out by ``accept()`` (always true for local connections)."""
         self.established = False
         """A ``Connected`` event has been read for it."""
+        self.received = False
+        """A ``MessageReceived`` event has been read for it."""
         self.context: Any = None
         """Free for the driver (e.g. its per-connection queue)."""
         self._paused = False
@@ -558,5 +563,11 @@ class Endpoint:
         self._dirty[assoc] = None
         if isinstance(event, Connected):
             assoc.established = True
-        elif isinstance(event, Failed) and not assoc.established:
+        elif isinstance(event, MessageReceived):
+            assoc.received = True
+        elif isinstance(event, Failed) and not assoc.received:
+            # A failed handshake, or a connection that went silent before sending a
+            # single message (peer_timeout ended it), has nothing for accept() to hand
+            # out: it leaves the backlog so live handshakes are not locked out.  One
+            # with messages stays, so they reach the application with the failure.
             self._pending.pop(assoc, None)
