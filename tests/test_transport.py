@@ -313,6 +313,19 @@ def test_a_single_probe_timeout_is_not_persistent_congestion() -> None:
 # --- section 10: spurious retransmissions are undone -------------------------------------------
 
 
+def run_with_one_datagram_held(client: SansIOConnection, server: SansIOConnection) -> HoldOne:
+    """400 messages over a 40 ms path whose 40th DATA datagram arrives 30 ms late."""
+    hold = HoldOne(server, index=40, extra=0.03)
+    path = LinkProfile(delay=0.02)
+    sim = Simulator(client, hold, profile_ab=path, profile_ba=path, seed=4)
+    messages = bulk(400, 1000)
+    client.connect(sim.now)
+    for message in messages:
+        client.send(message)
+    assert sim.run_until(lambda: client.stats.messages_acked == len(messages), max_time=60)
+    return hold
+
+
 @pytest.mark.parametrize("controller", ["newreno", "cubic"])
 def test_a_spurious_retransmission_is_detected_and_its_window_cut_undone(controller: str) -> None:
     """Section 10 (spurious undo, RFC 4015): a late original restores the window.
@@ -343,14 +356,7 @@ def test_a_spurious_retransmission_is_detected_and_its_window_cut_undone(control
 
     cc.on_packets_lost = spy_lost  # type: ignore[method-assign]
     cc.on_spurious_loss = spy_undo  # type: ignore[method-assign]
-    hold = HoldOne(server, index=40, extra=0.03)
-    path = LinkProfile(delay=0.02)
-    sim = Simulator(client, hold, profile_ab=path, profile_ba=path, seed=4)
-    messages = bulk(400, 1000)
-    client.connect(sim.now)
-    for message in messages:
-        client.send(message)
-    assert sim.run_until(lambda: client.stats.messages_acked == len(messages), max_time=60)
+    hold = run_with_one_datagram_held(client, server)
     stats = client.stats
     assert hold.released_at is not None
     assert stats.fast_retransmits == 1  # the held datagram, declared lost once
@@ -364,14 +370,7 @@ def test_a_spurious_retransmission_is_detected_and_its_window_cut_undone(control
 def test_a_spurious_retransmission_with_bbr_is_counted_and_cuts_nothing() -> None:
     """Section 10: BBR takes a lone reordering for random loss; the undo is still counted."""
     client, server = make_pair(Config(congestion_control="bbr"), seed=4)
-    hold = HoldOne(server, index=40, extra=0.03)
-    path = LinkProfile(delay=0.02)
-    sim = Simulator(client, hold, profile_ab=path, profile_ba=path, seed=4)
-    messages = bulk(400, 1000)
-    client.connect(sim.now)
-    for message in messages:
-        client.send(message)
-    assert sim.run_until(lambda: client.stats.messages_acked == len(messages), max_time=60)
+    run_with_one_datagram_held(client, server)
     stats = client.stats
     assert stats.fast_retransmits == 1
     assert stats.spurious_retransmissions >= 1

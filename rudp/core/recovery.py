@@ -362,7 +362,7 @@ class Recovery:
         run_start: float | None = None
         persistent = False
         first_sample = self._first_sample_time
-        duration = self.rtt.pto_base(self._config.max_ack_delay) * PERSISTENT_CONGESTION_THRESHOLD
+        duration = -1.0  # computed at the first lost packet: most scans find none
         while order and order[0] < largest:
             pn = order[0]
             packet = sent.get(pn)
@@ -377,6 +377,9 @@ class Recovery:
             order.popleft()
             del sent[pn]
             if first_sample is not None and packet.sent_time >= first_sample:
+                if duration < 0:
+                    duration = self.rtt.pto_base(self._config.max_ack_delay)
+                    duration *= PERSISTENT_CONGESTION_THRESHOLD
                 if run_start is None:
                     run_start = packet.sent_time
                 elif packet.sent_time - run_start >= duration:

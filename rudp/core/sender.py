@@ -396,8 +396,7 @@ class Sender:
 
     def _delivered(self, record: _Sent, delivered: list[int], largest_pn: int, now: float) -> None:
         """The peer holds ``record``'s data: its transmissions are acknowledged."""
-        delivered.extend(record.pns)
-        record.pns = []
+        delivered.extend(record.pns)  # the record is popped or SACKed: pns is done with
         if record.lost_at is not None and (record.lost or record.last_pn > largest_pn):
             # Its data arrived through a transmission older than the one we would send
             # (or sent) after declaring it lost: that loss was spurious (RFC 4015).
