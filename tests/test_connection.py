@@ -903,7 +903,12 @@ def test_packets_not_in_the_table_are_dropped(
 ) -> None:
     conn, peer = _in_state(state)
     assert conn.state is state
-    payload = b""
+    payload = {
+        wire.PacketType.RESET: bytes(wire.RESET_TOKEN_SIZE),  # no valid token
+        wire.PacketType.STATELESS_RESET: bytes(wire.RESET_TOKEN_SIZE),
+        wire.PacketType.PATH_CHALLENGE: bytes(wire.PATH_DATA_SIZE),
+        wire.PacketType.PATH_RESPONSE: bytes(wire.PATH_DATA_SIZE),
+    }.get(ptype, b"")
     if ptype in (wire.PacketType.SYN, wire.PacketType.SYN_ACK):
         payload = wire.encode_handshake(wire.Handshake(peer.local_connection_id, 1400))
     datagram = forge(

@@ -30,7 +30,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rudp.config import Config
-from rudp.core import wire
+from rudp.core import wire, wire_reference
 from rudp.core.congestion import MIN_WINDOW, NewReno, RateSample, register
 from rudp.core.connection import SansIOConnection
 from rudp.core.state import ConnectionState
@@ -222,6 +222,10 @@ def _assert_dropped_without_effect(
     assert conn.next_event() is None
 
 
+PEER_TOKEN = bytes(range(0xA0, 0xB0))
+"""The reset token the scripted peers announce in their handshake blocks."""
+
+
 class _Peer:
     """A scripted remote endpoint: crafts datagrams for one engine under test.
 
@@ -244,6 +248,8 @@ class _Peer:
         self.next_pn = 1
         self.largest = 0
         self.pns: dict[int, int] = {}
+        self.reset_token = PEER_TOKEN
+        """The stateless-reset token the scripted peer announced (section 6.6)."""
 
     @property
     def engine_id(self) -> int:
@@ -261,13 +267,18 @@ class _Peer:
         window: int | None = None,
         fragments_left: int = 0,
         sack: Iterable[tuple[int, int]] = (),
-        payload: bytes = b"",
+        payload: bytes | None = None,
         cid: int | None = None,
         pn: int | None = None,
         largest: int | None = None,
         ack_delay: int = 0,
     ) -> bytes:
-        """One datagram from the peer; DATA/FIN with ``seq=None`` take the next number."""
+        """One datagram from the peer; DATA/FIN with ``seq=None`` take the next number.
+
+        A RESET carries the peer's token unless ``payload`` says otherwise.
+        """
+        if payload is None:
+            payload = self.reset_token if ptype is PacketType.RESET else b""
         if seq is None:
             seq = self.next_seq
             if ptype in (PacketType.DATA, PacketType.FIN):
@@ -336,7 +347,7 @@ def _server_under_test(
             1000,
             0,
             (),
-            wire.encode_handshake(wire.Handshake(CLIENT_ID, mds)),
+            wire.encode_handshake(wire.Handshake(CLIENT_ID, mds, PEER_TOKEN)),
         )
     )
     conn.receive_datagram(syn, 0.0)
@@ -375,7 +386,7 @@ def _client_under_test(
             1000,
             0,
             (),
-            wire.encode_handshake(wire.Handshake(SERVER_ID, peer_mds)),
+            wire.encode_handshake(wire.Handshake(SERVER_ID, peer_mds, PEER_TOKEN)),
         )
     )
     peer.next_seq = server_isn + 1
@@ -407,7 +418,7 @@ def test_s3_1_field_offsets_sizes_byte_order() -> None:
     )
     data = wire.encode(packet)
     expected_body = (
-        bytes([2, 3, 1, 1])  # version 2, DATA, ACK_NOW, one SACK block
+        bytes([3, 3, 1, 1])  # version 3, DATA, ACK_NOW, one SACK block
         + bytes.fromhex("0102030405060708")  # 4: connection id
         + bytes.fromhex("0A0B0C0D")  # 12: packet number
         + bytes.fromhex("11223344")  # 16: seq
@@ -424,7 +435,7 @@ def test_s3_1_field_offsets_sizes_byte_order() -> None:
     assert wire.HEADER_SIZE == 38 and wire.OVERHEAD == 42
     assert len(data) == wire.OVERHEAD + wire.SACK_SIZE + 3
     # The reference schema agrees byte for byte (Section 3.5).
-    assert wire.reference_encode(packet) == data
+    assert wire_reference.reference_encode(packet) == data
     assert wire.decode(data) == packet
 
 
@@ -469,14 +480,17 @@ def test_s3_3_too_many_sack_blocks_dropped() -> None:
 
 
 def test_s3_4_type_specific_payload_rules() -> None:
-    """§3.4-1: ACK/PING/FIN/RESET with payload or fragments_left, bad handshake length: dropped."""
-    for ptype in (4, 5, 6, 7):
-        _decode_error(_raw(ptype=ptype, payload=b"x"))
-        _decode_error(_raw(ptype=ptype, fragments_left=1))
-        assert wire.decode(_raw(ptype=ptype)).type == ptype
+    """§3.4-1: payload of the wrong length or fragments_left outside DATA: dropped."""
+    for ptype, size in ((4, 0), (5, 0), (6, 0), (7, 16), (9, 8), (10, 8)):
+        _decode_error(_raw(ptype=ptype, payload=b"x" * (size + 1)))
+        if size:
+            _decode_error(_raw(ptype=ptype, payload=b"x" * (size - 1)))
+        _decode_error(_raw(ptype=ptype, payload=b"x" * size, fragments_left=1))
+        assert wire.decode(_raw(ptype=ptype, payload=b"x" * size)).type == ptype
+    _decode_error(_raw(ptype=8, payload=b"x" * 16))  # a stateless reset has its own layout
     for ptype in (1, 2):
-        _decode_error(_raw(ptype=ptype, payload=b"x" * 9))
-        _decode_error(_raw(ptype=ptype, payload=b"x" * 11))
+        _decode_error(_raw(ptype=ptype, payload=b"x" * (wire.HANDSHAKE_SIZE - 1)))
+        _decode_error(_raw(ptype=ptype, payload=b"x" * (wire.HANDSHAKE_SIZE + 1)))
         handshake = wire.encode_handshake(wire.Handshake(5, 1400))
         assert wire.decode(_raw(ptype=ptype, payload=handshake)).payload == handshake
 
@@ -515,7 +529,7 @@ def test_s3_6_decoder_raises_only_badpacket_on_checksummed_garbage(data: bytes, 
     with contextlib.suppress(BadPacket):
         wire.decode(_with_crc(body))
     with contextlib.suppress(BadPacket):
-        wire.reference_decode(_with_crc(body))
+        wire_reference.reference_decode(_with_crc(body))
 
 
 # --- §7.3 expansion (pure function) -------------------------------------------------
@@ -764,7 +778,9 @@ def test_s6_1_syn_layout() -> None:
     assert syn.type is PacketType.SYN
     assert syn.connection_id == 0
     assert syn.seq == 4242
-    assert wire.decode_handshake(syn.payload) == wire.Handshake(conn.local_connection_id, 1200)
+    block = wire.decode_handshake(syn.payload)
+    assert block[:2] == (conn.local_connection_id, 1200)
+    assert block.reset_token == conn._opening.reset_token != wire.NO_RESET_TOKEN
 
 
 def test_s6_1_syn_ack_layout() -> None:
@@ -778,7 +794,9 @@ def test_s6_1_syn_ack_layout() -> None:
     assert syn_ack.type is PacketType.SYN_ACK
     assert syn_ack.connection_id == CLIENT_ID
     assert syn_ack.seq == 900
-    assert wire.decode_handshake(syn_ack.payload) == wire.Handshake(conn.local_connection_id, 1000)
+    block = wire.decode_handshake(syn_ack.payload)
+    assert block[:2] == (conn.local_connection_id, 1000)
+    assert block.reset_token == conn._opening.reset_token != wire.NO_RESET_TOKEN
     assert conn.remote_connection_id == CLIENT_ID
 
 
@@ -1377,7 +1395,7 @@ def test_s8_7_every_datagram_numbered_in_send_order() -> None:
 
     def lossy(name: str, data: bytes) -> bool:
         # Lose the first copy of every 4th datagram, so SYNs, data and FINs are sent again.
-        if zlib.crc32(data) % 4 == 0 and data not in lost:
+        if zlib.crc32(data) % 4 == 1 and data not in lost:
             lost.add(data)
             return True
         return False
@@ -2548,13 +2566,13 @@ def _version_1_datagram(ptype: int, cid: int, seq: int, ack: int, payload: bytes
 
 
 def test_s15_1_other_versions_dropped_silently() -> None:
-    """§15.1-1: a datagram of any version but 2 is dropped with no reply, in every state."""
+    """§15.1-1: a datagram of any version but 3 is dropped with no reply, in every state."""
     listener = _engine(None, is_client=False)
     handshake = wire.encode_handshake(wire.Handshake(CLIENT_ID, 1400))
-    # A genuine version-1 SYN (42 bytes, CRC valid) and version-2 layouts with other versions.
+    # A genuine version-1 SYN (42 bytes, CRC valid) and version-3 layouts with other versions.
     syns = [_version_1_datagram(1, 0, 77, 0, handshake)] + [
         _raw(version=version, ptype=1, cid=0, payload=handshake)
-        for version in (0, 1, 3, 0x7F, 0xFF)
+        for version in (0, 1, 2, 4, 0x7F, 0xFF)
     ]
     for syn in syns:
         before = _snapshot(listener)
@@ -2562,8 +2580,8 @@ def test_s15_1_other_versions_dropped_silently() -> None:
         _assert_dropped_without_effect(listener, before, 0.0)
         assert listener.state is ConnectionState.LISTEN
     peer = _server_under_test()
-    for version in (0, 1, 3, 0xFF):
-        for ptype, payload in ((3, b"data"), (4, b""), (5, b""), (6, b""), (7, b"")):
+    for version in (0, 1, 2, 4, 0xFF):
+        for ptype, payload in ((3, b"data"), (4, b""), (5, b""), (6, b""), (7, PEER_TOKEN)):
             data = _raw(
                 version=version,
                 ptype=ptype,
@@ -2575,14 +2593,14 @@ def test_s15_1_other_versions_dropped_silently() -> None:
             before = _snapshot(peer.conn)
             peer.feed(data)
             _assert_dropped_without_effect(peer.conn, before, peer.now)
-    for data in (  # version-1 DATA and ACK (32 bytes: shorter than a version-2 header)
+    for data in (  # version-1 DATA and ACK (32 bytes: shorter than a version-3 header)
         _version_1_datagram(3, peer.engine_id, peer.next_seq, peer.expected, b"v1 data"),
         _version_1_datagram(4, peer.engine_id, peer.next_seq, peer.expected),
     ):
         before = _snapshot(peer.conn)
         peer.feed(data)
         _assert_dropped_without_effect(peer.conn, before, peer.now)
-    # The same datagram as version 2 is accepted.
+    # The same datagram as version 3 is accepted.
     peer.feed(
         _raw(ptype=3, cid=peer.engine_id, seq=peer.next_seq, ack=peer.expected, payload=b"v2")
     )

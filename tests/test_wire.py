@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rudp.core import endpoint, wire
+from rudp.core import endpoint, wire, wire_reference
 from rudp.core.connection import SansIOConnection
 from rudp.core.state import ConnectionState
 from rudp.core.wire import Packet, PacketType
@@ -30,7 +30,7 @@ def test_derived_struct_matches_construct_sizes() -> None:
     """Section 3.1: the fast codec is derived from the construct schema, field for field."""
     assert wire.HEADER.sizeof() == wire.HEADER_SIZE == 38
     assert wire.SACK_BLOCK.sizeof() == wire.SACK_SIZE == 8
-    assert wire.HANDSHAKE.sizeof() == wire.HANDSHAKE_SIZE == 10
+    assert wire.HANDSHAKE.sizeof() == wire.HANDSHAKE_SIZE == 26
     assert wire.CHECKSUM_SIZE == 4
     assert wire.OVERHEAD == wire.HEADER_SIZE + wire.CHECKSUM_SIZE == 42
     assert wire.HEADER_STRUCT.format == ">BBBBQIIIIHHIH"
@@ -57,7 +57,7 @@ def test_packet_keeps_its_field_order_with_the_new_fields_last() -> None:
     assert Packet._fields[-3:] == ("packet_number", "largest_received", "ack_delay")
     packet = Packet(PacketType.ACK, 0, 1, 2, 3, 4, 0, (), b"")
     assert (packet.packet_number, packet.largest_received, packet.ack_delay) == (0, 0, 0)
-    assert wire.VERSION == 2
+    assert wire.VERSION == 3
 
 
 def test_field_offsets_are_big_endian_as_specified() -> None:
@@ -75,7 +75,7 @@ def test_field_offsets_are_big_endian_as_specified() -> None:
         sack=((0xA0A1A2A3, 0xB0B1B2B3),),
     )
     datagram = wire.encode(packet)
-    assert datagram[0] == wire.VERSION == 2
+    assert datagram[0] == wire.VERSION == 3
     assert datagram[1] == PacketType.DATA
     assert datagram[2] == 1
     assert datagram[3] == 1
@@ -92,7 +92,7 @@ def test_field_offsets_are_big_endian_as_specified() -> None:
     assert datagram[46:48] == b"xy"
     assert datagram[48:] == zlib.crc32(datagram[:48]).to_bytes(4, "big")
     assert len(datagram) == wire.encoded_size(packet) == wire.OVERHEAD + wire.SACK_SIZE + 2
-    assert wire.decode(datagram) == packet == wire.reference_decode(datagram)
+    assert wire.decode(datagram) == packet == wire_reference.reference_decode(datagram)
 
 
 @pytest.mark.parametrize("size", [0, 1, wire.OVERHEAD - 1])
@@ -112,7 +112,7 @@ def test_checksum_is_checked_before_fields() -> None:
 
 @pytest.mark.parametrize(
     ("offset", "value", "message"),
-    [(0, 1, "version"), (0, 3, "version"), (1, 0, "type"), (1, 200, "type"), (2, 0x80, "reserved")],
+    [(0, 2, "version"), (0, 4, "version"), (1, 0, "type"), (1, 200, "type"), (2, 0x80, "reserved")],
 )
 def test_field_rules_reject_with_valid_crc(offset: int, value: int, message: str) -> None:
     """Section 3.3: version, type and reserved flags are checked even when the CRC is valid."""
@@ -122,7 +122,7 @@ def test_field_rules_reject_with_valid_crc(offset: int, value: int, message: str
     with pytest.raises(BadPacket, match=message):
         wire.decode(datagram)
     with pytest.raises(BadPacket):
-        wire.reference_decode(datagram)
+        wire_reference.reference_decode(datagram)
 
 
 def test_length_fields_must_match_datagram_size() -> None:
@@ -143,10 +143,10 @@ def test_version_1_datagrams_are_rejected() -> None:
         with pytest.raises(BadPacket, match="version"):
             wire.decode(datagram)
         with pytest.raises(BadPacket):
-            wire.reference_decode(datagram)
+            wire_reference.reference_decode(datagram)
     ack = with_valid_crc(struct.pack(">BBBBQIIHIH", 1, PacketType.ACK, 0, 0, 7, 1, 2, 10, 0, 0))
-    assert len(ack) == 32
-    with pytest.raises(BadPacket, match="shorter"):
+    assert len(ack) == 32 == wire.STATELESS_RESET_SIZE  # read as a (version-1) stateless reset
+    with pytest.raises(BadPacket, match="version"):
         wire.decode(ack)
 
 
@@ -202,6 +202,7 @@ _FULL = st.integers(0, 1 << 40)
 
 @given(
     ptype=st.sampled_from([PacketType.ACK, PacketType.PING, PacketType.RESET]),
+    token=st.binary(min_size=wire.RESET_TOKEN_SIZE, max_size=wire.RESET_TOKEN_SIZE),
     flags=st.sampled_from([0, int(wire.Flags.ACK_NOW)]),
     connection_id=st.integers(0, (1 << 64) - 1),
     packet_number=_FULL,
@@ -223,10 +224,14 @@ def test_encode_fields_is_encode_with_32_bit_numbers(
     ack_delay: int,
     window: int,
     sack: list[tuple[int, int]],
+    token: bytes,
 ) -> None:
     """Sections 7.3 and 8.7: only the low 32 bits of seq, ack, SACK edges and packet numbers go."""
     acks = wire.AckFields(ack, window, largest, ack_delay)
-    datagram = wire.encode_fields(ptype, flags, connection_id, packet_number, seq, acks, sack=sack)
+    payload = token if ptype is PacketType.RESET else b""
+    datagram = wire.encode_fields(
+        ptype, flags, connection_id, packet_number, seq, acks, payload, sack=sack
+    )
     wire_sack = tuple((wire.wire_seq(s), wire.wire_seq(e)) for s, e in sack)
     packet = Packet(
         ptype,
@@ -237,12 +242,12 @@ def test_encode_fields_is_encode_with_32_bit_numbers(
         window,
         0,
         wire_sack,
-        b"",
+        payload,
         wire.wire_seq(packet_number),
         wire.wire_seq(largest),
         ack_delay,
     )
-    assert datagram == wire.encode(packet) == wire.reference_encode(packet)
+    assert datagram == wire.encode(packet) == wire_reference.reference_encode(packet)
     assert wire.decode(datagram) == packet
     assert wire.encoded_size(packet) == len(datagram)
     assert wire.decode(datagram).ack_now == bool(flags)
@@ -254,7 +259,7 @@ def test_encode_fields_carries_a_handshake_block() -> None:
     acks = wire.AckFields(0, 1024, 0, 0)
     datagram = wire.encode_fields(PacketType.SYN, 0, 0, 0, (1 << 32) + 77, acks, block)
     assert wire.decode(datagram) == Packet(PacketType.SYN, 0, 0, 77, 0, 1024, 0, (), block)
-    assert len(datagram) == wire.OVERHEAD + wire.HANDSHAKE_SIZE == 52
+    assert len(datagram) == wire.OVERHEAD + wire.HANDSHAKE_SIZE == 68
 
 
 def test_encode_data_batch_is_encode_per_packet() -> None:
@@ -273,7 +278,7 @@ def test_encode_data_batch_is_encode_per_packet() -> None:
         Packet(PacketType.DATA, now, 0xABC, 7, 9, 300, 0, (), payload[2:], 41, 17, 1250),
         Packet(PacketType.FIN, 0, 0xABC, 8, 9, 300, 0, (), b"", 42, 17, 1250),
     ]
-    assert datagrams == [wire.reference_encode(p) for p in expected]
+    assert datagrams == [wire_reference.reference_encode(p) for p in expected]
     assert [wire.decode(d) for d in datagrams] == expected
     assert [wire.encoded_size(p) for p in expected] == [len(d) for d in datagrams]
 

@@ -39,6 +39,7 @@ from rudp.core.state import (
 )
 from rudp.core.stats import Stats, snapshot
 from rudp.core.timers import Timers, earliest
+from rudp.core.tokens import STATIC_KEY_SIZE, reset_token
 from rudp.core.wire import Flags, PacketType
 from rudp.errors import BadPacket, LocalProtocolError, MessageTooLarge
 from rudp.events import Closed, Event, Failed, FailureKind, MessageReceived, PeerClosed
@@ -71,6 +72,7 @@ class SansIOConnection:
         is_client: bool,
         rng: random.Random | None = None,
         initial_sequence: int | None = None,
+        static_key: bytes | None = None,
     ) -> None:
         self.config = config if config is not None else Config()
         """The configuration (frozen)."""
@@ -82,6 +84,9 @@ class SansIOConnection:
             cid = rng.getrandbits(64)
         self.local_connection_id: int = cid
         """Our 64-bit connection id: every packet the peer sends us carries it."""
+        # Section 6.6: the endpoint's static key makes our token; alone, we draw a key.
+        if static_key is None:
+            static_key = rng.getrandbits(8 * STATIC_KEY_SIZE).to_bytes(STATIC_KEY_SIZE, "big")
         if initial_sequence is None:
             initial_sequence = rng.getrandbits(32)
         elif not 0 <= initial_sequence < wire.SEQ_MODULUS:
@@ -95,6 +100,7 @@ class SansIOConnection:
             self.config,
             is_client=is_client,
             local_connection_id=cid,
+            reset_token=reset_token(static_key, cid),
             initial_sequence=initial_sequence,
             machine=self._sm,
             sender=self._sender,
@@ -312,6 +318,12 @@ class SansIOConnection:
         else:
             self._dropped += 1
 
+    def _read_stateless_reset(self, packet: wire.Packet, now: float) -> None:
+        self._dropped += 1  # section 6.6 (to be implemented)
+
+    def _read_path(self, packet: wire.Packet, now: float) -> None:
+        self._dropped += 1  # section 6.7 (to be implemented)
+
     def _read_ack(self, packet: wire.Packet, now: float) -> None:
         self._accept(packet, now)
 
@@ -355,6 +367,9 @@ class SansIOConnection:
         PacketType.PING: _read_ping,
         PacketType.FIN: partial(_read_data, is_fin=True),
         PacketType.RESET: _read_reset,
+        PacketType.STATELESS_RESET: _read_stateless_reset,
+        PacketType.PATH_CHALLENGE: _read_path,
+        PacketType.PATH_RESPONSE: _read_path,
     }
     """Packet type -> its reader.  Every type is an input of the state table as well."""
 
@@ -451,7 +466,8 @@ class SansIOConnection:
     def _fail(self, inp: Input, reason: str, kind: FailureKind, *, send_reset: bool = True) -> None:
         """Fail through ``inp``; queue a RESET for the peer when it is known."""
         if send_reset and self._opening.remote_connection_id is not None:
-            self._final = [self._control(PacketType.RESET, None)]
+            # Section 6.4: our token makes the RESET plausible whatever its sequence number.
+            self._final = [self._control(PacketType.RESET, None, payload=self._opening.reset_token)]
         if self._sm.apply(inp):
             self._failed(reason, kind)
 
@@ -487,6 +503,7 @@ class SansIOConnection:
         now: float | None,
         flags: int = 0,
         sack: Sequence[tuple[int, int]] = (),
+        payload: bytes = b"",
     ) -> bytes:
         """An ACK, PING or RESET: a packet number, our next sequence number and the acks.
 
@@ -499,7 +516,8 @@ class SansIOConnection:
             recovery.on_packet_sent(pn, PING, now)
         remote = self._opening.remote_connection_id or 0
         acks = self._receiver.ack_fields(now)
-        return wire.encode_fields(ptype, flags, remote, pn, self._sender.snd_nxt, acks, sack=sack)
+        snd_nxt = self._sender.snd_nxt
+        return wire.encode_fields(ptype, flags, remote, pn, snd_nxt, acks, payload, sack)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Every datagram due now, in order.  Empty after the connection ended."""

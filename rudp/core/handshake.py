@@ -56,6 +56,7 @@ class Opening:
         *,
         is_client: bool,
         local_connection_id: int,
+        reset_token: bytes,
         initial_sequence: int,
         machine: StateMachine,
         sender: Sender,
@@ -65,6 +66,8 @@ class Opening:
         self._config = config
         self._is_client = is_client
         self._local_id = local_connection_id
+        self.reset_token = reset_token
+        """Our stateless-reset token, announced in our handshake block (section 6.6)."""
         self._isn = initial_sequence
         self._sm = machine
         self._sender = sender
@@ -74,6 +77,8 @@ class Opening:
         """The peer's connection id, once its SYN or SYN_ACK told us."""
         self.peer_isn: int | None = None
         """The peer's initial sequence number, likewise."""
+        self.peer_reset_token: bytes = wire.NO_RESET_TOKEN
+        """The token the peer's resets carry (its handshake block; all zeros until then)."""
         self.max_datagram = config.max_datagram_size
         """The effective datagram size: ours, then the smaller of ours and the peer's."""
         self.sack_limit = self._sack_limit(self.max_datagram)
@@ -170,6 +175,7 @@ class Opening:
     def _adopt_peer(self, packet: Packet, handshake: Handshake, now: float) -> None:
         """Take what a SYN or SYN_ACK tells about the peer (section 6.1)."""
         self.remote_connection_id = handshake.source_connection_id
+        self.peer_reset_token = handshake.reset_token
         self.peer_isn = packet.seq
         size = min(self.max_datagram, handshake.max_datagram_size)
         self.max_datagram = size
@@ -210,7 +216,9 @@ class Opening:
             ptype, ack = PacketType.SYN_ACK, self._receiver.rcv_next
         else:
             return None
-        block = wire.encode_handshake(Handshake(self._local_id, self._config.max_datagram_size))
+        block = wire.encode_handshake(
+            Handshake(self._local_id, self._config.max_datagram_size, self.reset_token)
+        )
         remote = self.remote_connection_id or 0
         receiver = self._receiver
         # A SYN acknowledges nothing; a SYN_ACK echoes the SYN's packet number.

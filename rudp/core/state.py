@@ -88,7 +88,13 @@ class Input(enum.IntEnum):
     RECV_FIN = 15
     """A FIN packet arrived (perhaps out of order; see ``PEER_FIN``)."""
     RECV_RESET = 16
-    """A RESET arrived."""
+    """A RESET arrived (and passed the checks of section 6.4)."""
+    RECV_STATELESS_RESET = 17
+    """A stateless reset carrying the peer's token arrived (section 6.6)."""
+    RECV_PATH_CHALLENGE = 18
+    """A PATH_CHALLENGE arrived (section 6.7)."""
+    RECV_PATH_RESPONSE = 19
+    """A PATH_RESPONSE arrived (section 6.7)."""
     # internal conditions
     HANDSHAKE_ACKED = 20
     """Server: a packet with our connection id acknowledged our SYN_ACK."""
@@ -180,10 +186,18 @@ def _build() -> dict[tuple[ConnectionState, Input], ConnectionState]:
         (S.FAILED, I.ABORT): S.FAILED,
     }
     for state in _DATA_STATES:
-        for packet in (I.RECV_DATA, I.RECV_ACK, I.RECV_PING, I.RECV_FIN):
+        for packet in (
+            I.RECV_DATA,
+            I.RECV_ACK,
+            I.RECV_PING,
+            I.RECV_FIN,
+            I.RECV_PATH_CHALLENGE,
+            I.RECV_PATH_RESPONSE,
+        ):
             t[(state, packet)] = state
     for state in _LIVE:
         t[(state, I.RECV_RESET)] = S.FAILED
+        t[(state, I.RECV_STATELESS_RESET)] = S.FAILED
         t[(state, I.GIVE_UP)] = S.FAILED
         t[(state, I.PROTOCOL_ERROR)] = S.FAILED
         t[(state, I.ABORT)] = S.FAILED
@@ -276,6 +290,9 @@ PACKET_INPUTS: dict[int, Input] = {
     5: I.RECV_PING,
     6: I.RECV_FIN,
     7: I.RECV_RESET,
+    8: I.RECV_STATELESS_RESET,
+    9: I.RECV_PATH_CHALLENGE,
+    10: I.RECV_PATH_RESPONSE,
 }
 """Packet type code (``rudp.core.wire.PacketType``) -> the input it is."""
 

@@ -8,7 +8,8 @@ hypothesis test proves the two agree byte for byte, both ways.
 This module is the only one that knows the layout: every header is packed by
 ``_pack`` (through ``encode``, ``encode_fields`` or ``encode_data_batch``) and
 unpacked by ``decode``; other modules use ``OVERHEAD``, ``SACK_SIZE`` and
-``encoded_size`` for sizes.
+``encoded_size`` for sizes.  The construct oracle is ``rudp.core.wire_reference``;
+sequence-number expansion is ``rudp.core.seqnum`` (re-exported here).
 
 Every function here that reads bytes from the network may raise only
 ``BadPacket``.  Length and CRC are checked before any field is parsed.
@@ -39,11 +40,17 @@ from typing import NamedTuple
 
 import construct as cs
 
+from rudp.core.seqnum import SEQ_BITS as SEQ_BITS  # re-exported: callers use wire.*
+from rudp.core.seqnum import SEQ_MODULUS as SEQ_MODULUS
+from rudp.core.seqnum import expand_seq as expand_seq
+from rudp.core.seqnum import wire_seq as wire_seq
 from rudp.errors import BadPacket
 
-VERSION = 2
+VERSION = 3
 """The only version this implementation speaks (specs/protocol.md section 15).  Version 2
-added the packet number, the echo of the largest one received and the ack delay."""
+added the packet number, the echo of the largest one received and the ack delay; version 3
+the stateless-reset token in the handshake block, the token in RESET, the compact
+STATELESS_RESET datagram and the path-validation packets."""
 
 
 class PacketType(enum.IntEnum):
@@ -62,7 +69,15 @@ class PacketType(enum.IntEnum):
     FIN = 6
     """Graceful close; occupies one sequence number, after all data."""
     RESET = 7
-    """Abortive close; the receiver fails the connection."""
+    """Abortive close; carries the sender's reset token; the receiver fails the connection."""
+    STATELESS_RESET = 8
+    """Sent by an endpoint that has no state for the connection id it received (a
+    restarted peer); a compact datagram of its own (``STATELESS_RESET_DATAGRAM``)."""
+    PATH_CHALLENGE = 9
+    """Asks the peer to echo 8 unpredictable bytes from the address it is seen at
+    (RFC 9000 section 8.2); occupies no sequence number."""
+    PATH_RESPONSE = 10
+    """Echoes a PATH_CHALLENGE's 8 bytes; occupies no sequence number."""
 
 
 class Flags(enum.IntFlag):
@@ -78,8 +93,6 @@ KNOWN_FLAGS = int(Flags.ACK_NOW)
 stateless-cookie handshake and an authenticated-encryption mode; a version-1
 receiver rejects a datagram that sets any of them."""
 
-SEQ_BITS = 32
-SEQ_MODULUS = 1 << SEQ_BITS
 SEQ_MASK = SEQ_MODULUS - 1
 """``seq & SEQ_MASK``: the 32 bits of a full sequence number that go on the wire."""
 MAX_SACK_BLOCKS = 32
@@ -122,11 +135,34 @@ DATAGRAM = cs.Struct(
 )
 """A whole datagram: the body followed by a CRC-32 (ISO-HDLC, as zlib.crc32) of it."""
 
+RESET_TOKEN_SIZE = 16
+"""Bytes of a stateless-reset token (RFC 9000 section 10.3 uses 16 as well)."""
+PATH_DATA_SIZE = 8
+"""Bytes of a PATH_CHALLENGE / PATH_RESPONSE payload (RFC 9000 section 19.17)."""
+
 HANDSHAKE = cs.Struct(
     "source_connection_id" / cs.Int64ub,
     "max_datagram_size" / cs.Int16ub,
+    # The token a stateless reset for source_connection_id will carry (section 6.6).
+    "reset_token" / cs.Bytes(RESET_TOKEN_SIZE),
 )
 """Payload of SYN and SYN_ACK (specs/protocol.md section 6)."""
+
+STATELESS_RESET = cs.Struct(
+    "version" / cs.Int8ub,
+    "type" / cs.Const(int(PacketType.STATELESS_RESET), cs.Int8ub),
+    "reserved" / cs.Const(0, cs.Int16ub),
+    "connection_id" / cs.Int64ub,  # the id the triggering datagram was addressed to
+    "reset_token" / cs.Bytes(RESET_TOKEN_SIZE),
+)
+STATELESS_RESET_DATAGRAM = cs.Struct(
+    "body" / cs.RawCopy(STATELESS_RESET),
+    "checksum" / cs.Checksum(cs.Int32ub, lambda data: zlib.crc32(data), cs.this.body.data),
+    cs.Terminated,
+)
+"""A stateless reset (specs/protocol.md section 6.6): 32 bytes, smaller than any other
+datagram (the fixed header alone is 42), so it can never be mistaken for one and is
+always smaller than the datagram that triggered it."""
 
 
 # --- the fast codec, derived from the schema ----------------------------------
@@ -140,9 +176,11 @@ _STRUCT_CODES = {
 
 
 def _struct_code(subcon: cs.Construct) -> str:
-    """The ``struct`` code of one fixed-size integer field (Enum unwraps)."""
-    while isinstance(subcon, cs.Renamed | cs.Enum):
+    """The ``struct`` code of one fixed-size field (Enum and Const unwrap; Bytes is ``Ns``)."""
+    while isinstance(subcon, cs.Renamed | cs.Enum | cs.Const):
         subcon = subcon.subcon
+    if isinstance(subcon, cs.Bytes) and isinstance(subcon.length, int):
+        return f"{subcon.length}s"
     try:
         return _STRUCT_CODES[subcon]
     except KeyError:  # pragma: no cover - only reached if the schema grows a new kind of field
@@ -163,11 +201,22 @@ _CHECKSUM_STRUCT = struct.Struct(">I")
 CHECKSUM_SIZE = _CHECKSUM_STRUCT.size
 OVERHEAD = HEADER_SIZE + CHECKSUM_SIZE
 """Bytes a datagram adds to its payload when it carries no SACK blocks."""
+_STATELESS_RESET_STRUCT = _derive_struct(STATELESS_RESET)
+STATELESS_RESET_SIZE = _STATELESS_RESET_STRUCT.size + CHECKSUM_SIZE
+"""Length of a stateless-reset datagram (32): below ``OVERHEAD``, the smallest other one."""
 
 _TYPES: dict[int, PacketType] = {int(t): t for t in PacketType}
 _HANDSHAKE_TYPES = (PacketType.SYN, PacketType.SYN_ACK)
 _PAYLOAD_RULED = frozenset(PacketType) - {PacketType.DATA}
-"""Types whose payload ``_check_semantics`` rules on (DATA may carry anything)."""
+"""Types whose payload ``check_semantics`` rules on (DATA may carry anything)."""
+_PAYLOAD_SIZES: dict[PacketType, int] = {
+    PacketType.SYN: HANDSHAKE_SIZE,
+    PacketType.SYN_ACK: HANDSHAKE_SIZE,
+    PacketType.RESET: RESET_TOKEN_SIZE,
+    PacketType.PATH_CHALLENGE: PATH_DATA_SIZE,
+    PacketType.PATH_RESPONSE: PATH_DATA_SIZE,
+}
+"""The exact payload length of each type that has one (the others carry none)."""
 _MAX_U16 = 0xFFFF
 _MAX_U32 = 0xFFFFFFFF
 ACK_DELAY_UNIT = 8e-6
@@ -210,11 +259,17 @@ class Packet(NamedTuple):
         return bool(self.flags & _ACK_NOW_BIT)
 
 
+NO_RESET_TOKEN = bytes(RESET_TOKEN_SIZE)
+"""The all-zero token: "none".  A stateless reset is never accepted against it."""
+
+
 class Handshake(NamedTuple):
     """The payload of SYN and SYN_ACK."""
 
     source_connection_id: int
     max_datagram_size: int
+    reset_token: bytes = NO_RESET_TOKEN
+    """What a stateless reset for ``source_connection_id`` will carry (section 6.6)."""
 
 
 Payload = bytes | memoryview
@@ -231,13 +286,17 @@ _SACK_EDGES = [
 ]
 
 
-def _check_semantics(packet: Packet) -> None:
+def check_semantics(packet: Packet) -> None:
     """Checks that do not depend on connection state (specs/protocol.md section 3.3)."""
-    if packet.type in _HANDSHAKE_TYPES:
-        if len(packet.payload) != HANDSHAKE_SIZE:
-            raise BadPacket("handshake payload has the wrong length")
-    elif packet.type is not PacketType.DATA and (packet.payload or packet.fragments_left):
-        raise BadPacket(f"{packet.type.name} carries payload or fragment information")
+    ptype = packet.type
+    if ptype is PacketType.DATA:
+        return  # any payload, any fragment count
+    if ptype is PacketType.STATELESS_RESET:
+        raise BadPacket("a stateless reset has a datagram format of its own")
+    if packet.fragments_left:
+        raise BadPacket(f"{ptype.name} carries fragment information")
+    if len(packet.payload) != _PAYLOAD_SIZES.get(ptype, 0):
+        raise BadPacket(f"{ptype.name} payload has the wrong length")
 
 
 def _pack(
@@ -291,6 +350,8 @@ def encode(packet: Packet) -> bytes:
         raise ValueError("payload too long for one datagram")
     if packet.flags & ~KNOWN_FLAGS:
         raise ValueError("reserved flag bits set")
+    if packet.type is PacketType.STATELESS_RESET:
+        return encode_stateless_reset(packet.connection_id, bytes(packet.payload))
     try:
         return _pack(*packet)
     except struct.error as exc:  # a field out of its range
@@ -393,13 +454,40 @@ def encoded_size(packet: Packet) -> int:
     return OVERHEAD + SACK_SIZE * len(packet.sack) + len(packet.payload)
 
 
+def encode_stateless_reset(connection_id: int, token: bytes) -> bytes:
+    """A stateless reset for ``connection_id`` carrying ``token`` (section 6.6)."""
+    if len(token) != RESET_TOKEN_SIZE:
+        raise ValueError("a reset token is 16 bytes")
+    try:
+        body = _STATELESS_RESET_STRUCT.pack(
+            VERSION, PacketType.STATELESS_RESET, 0, connection_id, token
+        )
+    except struct.error as exc:
+        raise ValueError(str(exc)) from exc
+    return body + _crc32(body).to_bytes(CHECKSUM_SIZE, "big")
+
+
+def _decode_stateless_reset(data: bytes) -> Packet:
+    body_end = STATELESS_RESET_SIZE - CHECKSUM_SIZE
+    if _crc32(memoryview(data)[:body_end]) != _UNPACK_CHECKSUM(data, body_end)[0]:
+        raise BadPacket("checksum mismatch")
+    version, type_code, reserved, connection_id, token = _STATELESS_RESET_STRUCT.unpack_from(data)
+    if version != VERSION:
+        raise BadPacket(f"unsupported version {version}")
+    if type_code != PacketType.STATELESS_RESET or reserved:
+        raise BadPacket("a 32-byte datagram that is not a stateless reset")
+    return Packet(PacketType.STATELESS_RESET, 0, connection_id, 0, 0, 0, 0, (), token)
+
+
 def decode(data: bytes) -> Packet:
     """Parse one untrusted datagram.  Raises only ``BadPacket``.
 
     Order matters: length first, then the CRC over the raw bytes, and only then
-    the fields, each checked against what version 1 allows.
+    the fields, each checked against what this version allows.
     """
     size = len(data)
+    if size == STATELESS_RESET_SIZE:
+        return _decode_stateless_reset(data)
     if size < OVERHEAD:
         raise BadPacket("datagram shorter than the fixed header")
     body_end = size - CHECKSUM_SIZE
@@ -468,122 +556,20 @@ def decode(data: bytes) -> Packet:
         ),
     )
     if packet_type in _PAYLOAD_RULED:
-        _check_semantics(packet)
+        check_semantics(packet)
     return packet
 
 
 def encode_handshake(handshake: Handshake) -> bytes:
     """Serialise a SYN / SYN_ACK payload."""
-    return HANDSHAKE_STRUCT.pack(handshake.source_connection_id, handshake.max_datagram_size)
+    return HANDSHAKE_STRUCT.pack(*handshake)
 
 
 def decode_handshake(payload: bytes) -> Handshake:
     """Parse a SYN / SYN_ACK payload (already length-checked by ``decode``)."""
     if len(payload) != HANDSHAKE_SIZE:
         raise BadPacket("handshake payload has the wrong length")
-    source_connection_id, max_datagram_size = HANDSHAKE_STRUCT.unpack(payload)
+    source_connection_id, max_datagram_size, reset_token = HANDSHAKE_STRUCT.unpack(payload)
     if max_datagram_size < OVERHEAD + 1:
         raise BadPacket("peer's max_datagram_size is too small to carry data")
-    return Handshake(source_connection_id, max_datagram_size)
-
-
-# --- the reference codec (construct), used as a test oracle and by the spec ---
-
-
-def reference_encode(packet: Packet) -> bytes:
-    """Serialise with the construct schema.  Slow; the oracle for ``encode``."""
-    if packet.flags & ~KNOWN_FLAGS:
-        raise ValueError("reserved flag bits set")
-    if len(packet.sack) > MAX_SACK_BLOCKS:
-        raise ValueError("too many SACK blocks")
-    body = {
-        "header": {
-            "version": VERSION,
-            "type": packet.type.name,
-            "flags": packet.flags,
-            "sack_count": len(packet.sack),
-            "connection_id": packet.connection_id,
-            "packet_number": packet.packet_number,
-            "seq": packet.seq,
-            "ack": packet.ack,
-            "largest_received": packet.largest_received,
-            "ack_delay": packet.ack_delay,
-            "window": packet.window,
-            "fragments_left": packet.fragments_left,
-            "payload_length": len(packet.payload),
-        },
-        "sack": [{"start": start, "end": end} for start, end in packet.sack],
-        "payload": packet.payload,
-    }
-    try:
-        built: bytes = DATAGRAM.build({"body": {"value": body}})
-    except (cs.ConstructError, struct.error) as exc:
-        raise ValueError(str(exc)) from exc
-    return built
-
-
-def reference_decode(data: bytes) -> Packet:
-    """Parse with the construct schema.  Slow; the oracle for ``decode``.
-
-    Applies the same version, type, flag and length rules, and like ``decode``
-    raises only ``BadPacket``.
-    """
-    try:
-        parsed = DATAGRAM.parse(data)
-    except (cs.ConstructError, struct.error, ValueError, OverflowError) as exc:
-        raise BadPacket(f"construct rejected the datagram: {exc}") from exc
-    body = parsed.body.value
-    header = body.header
-    if header.version != VERSION:
-        raise BadPacket(f"unsupported version {header.version}")
-    # A parsed construct Enum compares equal to its *name*; an unknown value
-    # parses to a plain int.  Convert at this boundary.
-    packet_type = PacketType.__members__.get(header.type) if isinstance(header.type, str) else None
-    if packet_type is None:
-        raise BadPacket(f"unknown packet type {header.type}")
-    if header.flags & ~KNOWN_FLAGS:
-        raise BadPacket("reserved flag bits set")
-    if header.sack_count > MAX_SACK_BLOCKS:
-        raise BadPacket("too many SACK blocks")
-    packet = Packet(
-        packet_type,
-        header.flags,
-        header.connection_id,
-        header.seq,
-        header.ack,
-        header.window,
-        header.fragments_left,
-        tuple((block.start, block.end) for block in body.sack),
-        bytes(body.payload),
-        header.packet_number,
-        header.largest_received,
-        header.ack_delay,
-    )
-    _check_semantics(packet)
-    return packet
-
-
-# --- sequence numbers (specs/protocol.md section 7) ----------------------------
-
-
-def expand_seq(wire_value: int, expected: int) -> int:
-    """Recover a full sequence number from its 32 wire bits.
-
-    Picks the value congruent to ``wire_value`` modulo 2**32 that is closest to
-    ``expected`` (the next number we expect), as RFC 9000 appendix A.3 does for
-    packet numbers.  Windows are far below 2**31, so this is unambiguous for
-    every packet an honest peer can send; anything else lands far outside the
-    window and is dropped there.
-    """
-    candidate = (expected & ~_MAX_U32) | wire_value
-    half = SEQ_MODULUS >> 1
-    if candidate <= expected - half and candidate + SEQ_MODULUS <= _MAX_U64:
-        return candidate + SEQ_MODULUS
-    if candidate > expected + half and candidate >= SEQ_MODULUS:
-        return candidate - SEQ_MODULUS
-    return candidate
-
-
-def wire_seq(seq: int) -> int:
-    """The 32 bits of a full sequence number that go on the wire."""
-    return seq & _MAX_U32
+    return Handshake(source_connection_id, max_datagram_size, reset_token)
