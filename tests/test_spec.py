@@ -68,6 +68,13 @@ def _spec_tags() -> list[str]:
     return TAG.findall(_normative_text())
 
 
+def _conformance_sources() -> str:
+    """This file and its siblings ``test_spec_*.py`` (one per part of the spec)."""
+    here = Path(__file__).parent
+    files = [Path(__file__), *sorted(here.glob("test_spec_*.py"))]
+    return "\n".join(path.read_text(encoding="utf-8") for path in files)
+
+
 def test_every_must_is_tagged_and_tested() -> None:
     """§1.3: each MUST is followed by its own tag, tags are unique, each tag has a test here."""
     text = _normative_text()
@@ -81,7 +88,7 @@ def test_every_must_is_tagged_and_tested() -> None:
     tags = kinds[1::2]
     assert "MUST" not in tags and len(kinds) % 2 == 0, "a MUST lacks its tag (or has two)"
     assert len(tags) == len(set(tags)), "a requirement tag is used twice"
-    source = Path(__file__).read_text(encoding="utf-8")
+    source = _conformance_sources()
     tested = set(re.findall(r'"""§(\d+(?:\.\d+)*-\d+)\b', source))
     missing = [tag for tag in tags if tag not in tested]
     assert not missing, f"requirements without a conformance test: {missing}"
@@ -97,11 +104,7 @@ def test_requirement_index_matches_tags_and_tests() -> None:
     )[0]
     rows = re.findall(r"^\| §(\S+) \|.*\|(.*)\|$", index, flags=re.MULTILINE)
     assert [tag for tag, _ in rows] == _spec_tags()
-    defined = set(
-        re.findall(
-            r"^def (test_\w+)\(", Path(__file__).read_text(encoding="utf-8"), flags=re.MULTILINE
-        )
-    )
+    defined = set(re.findall(r"^def (test_\w+)\(", _conformance_sources(), flags=re.MULTILINE))
     for tag, cell in rows:
         names = re.findall(r"`(test_\w+)`", cell)
         assert names and set(names) <= defined, (tag, names)
