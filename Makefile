@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-goodput bench-kernel fuzz cover clean
+.PHONY: demo test lint bench bench-goodput bench-handshake bench-kernel fuzz cover clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: $(STAMP)
 # fairness and queueing; the plot goes to bench/out/.  ARGS="--quick" for a smoke run.
 bench-goodput: $(STAMP)
 	$(BIN)/python bench/goodput.py $(ARGS)
+
+# Seed 000's "Hello!!" sender on rudp.socket against loss {0..70%} each way, 1000 seeded
+# runs per rate over the simulator (virtual time): success rate, time to delivery.
+bench-handshake: $(STAMP)
+	$(BIN)/python bench/handshake_loss.py $(ARGS)
 
 # Needs root: builds two network namespaces with a tbf-limited, iptables-lossy veth link.
 # Results also go to bench/out/; pass options as e.g. BENCH_ARGS='--loss 0,0.1 --megabytes 20'.

@@ -44,7 +44,7 @@ Semantics
   failure calls for (``PeerUnreachable``, ...) with ``.undelivered``.  It also
   raises when messages were lost before the close (even if an earlier call
   already reported it): ``close()`` answers "did everything I sent arrive?".
-  Then it waits at most ``close_linger`` (2 s) more for our FIN's
+  Then it waits at most ``close_linger`` (6 s) more for our FIN's
   acknowledgement, so the peer knows we are done (no error if it does not
   come: nothing of ours is at stake).  ``linger`` (option, seconds) bounds
   the whole wait: when it runs out with messages unacknowledged the

@@ -39,7 +39,7 @@ Semantics, where they differ from UDP or need a choice
   is not an error, as with UDP.
 - **close()** closes every association gracefully and waits until every
   message is acknowledged, or the core gives up on a peer (``peer_timeout``
-  ...), then at most ``close_linger`` (2 s) more for the FINs'
+  ...), then at most ``close_linger`` (6 s) more for the FINs'
   acknowledgements.  If anything was never acknowledged it raises: the
   ``ConnectionFailed`` of the failure (``PeerUnreachable``...), or
   ``rudp.LingerExpired`` (a ``PeerUnreachable``) when the ``linger`` option

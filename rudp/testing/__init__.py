@@ -21,6 +21,9 @@ Like ``trio.testing``, this is public API:
   measures over them: :func:`jain_index`, :func:`standing_queue_delay`,
   :func:`mean_queue_delay`, :func:`overflow_loss_fraction`, :func:`bdp_packets`.
 
+``rudp.testing.hello`` replays seed 000's "Hello!!" sender and receiver on ``rudp.socket``
+over the simulator (``hello_exchange``), for the success rate against loss.
+
 Two submodules are imported by name because they use real sockets and threads:
 ``rudp.testing.proxy`` (``LossyProxy``, the link model on a UDP relay) and
 ``rudp.testing.conformance`` (the checks every driver must pass).
