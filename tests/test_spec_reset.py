@@ -9,6 +9,17 @@ from __future__ import annotations
 
 import random
 
+from test_spec import (  # the name pytest imports it by: one module, one registry
+    PEER_TOKEN,
+    SERVER_ID,
+    _client_under_test,
+    _decode_all,
+    _drain_events,
+    _Peer,
+    _server_under_test,
+    _state,
+)
+
 from rudp.config import Config
 from rudp.core import wire
 from rudp.core.closing import CHALLENGE_ACK_INTERVAL
@@ -22,16 +33,6 @@ from rudp.events import (
     MessageAcknowledged,
     MessageReceived,
     PeerClosed,
-)
-from tests.test_spec import (
-    PEER_TOKEN,
-    SERVER_ID,
-    _client_under_test,
-    _decode_all,
-    _drain_events,
-    _Peer,
-    _server_under_test,
-    _state,
 )
 
 _QUIET = Config(keepalive_interval=None)
