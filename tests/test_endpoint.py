@@ -53,7 +53,7 @@ class FakeConnection:
         self.outbox.append(message)
         return len(self.sent) - 1
 
-    def close(self, now: float) -> None:
+    def close(self, now: float, *, reading: bool = True, left_unread: bool = False) -> None:
         self.outbox.append(b"FIN")
 
     def abort(self, reason: str) -> None:

@@ -998,7 +998,8 @@ def test_s6_3_terminal_connection_is_silent() -> None:
     for conn in (pair.client, pair.server):
         assert conn.get_timer() is None
         assert conn.datagrams_to_send(pair.now + 100) == []
-    # Failed through RESET, give-up and abort: the RESET of abort() goes out once, then silence.
+    # Failed through a (plausible) RESET, and abort: the RESET of abort() goes out once, then
+    # silence.
     peer = _client_under_test()
     peer.conn.send(b"x")
     peer.output()
@@ -1012,7 +1013,7 @@ def test_s6_3_terminal_connection_is_silent() -> None:
 
 
 def test_s6_4_reset_fails_with_undelivered() -> None:
-    """§6.4-1: a RESET with our id fails the connection: "reset by peer", undelivered listed."""
+    """§6.4-1: a plausible RESET fails the connection: "reset by peer", undelivered listed."""
     peer = _client_under_test()
     conn = peer.conn
     conn.send(b"a")
@@ -1020,7 +1021,10 @@ def test_s6_4_reset_fails_with_undelivered() -> None:
     peer.output()
     peer.feed(peer.craft(PacketType.RESET, cid=peer.engine_id ^ 0xFF))
     assert conn.state is ConnectionState.ESTABLISHED
-    peer.feed(peer.craft(PacketType.RESET))
+    # Our id alone is not enough (section 6.4): neither the token nor the exact seq.
+    peer.feed(peer.craft(PacketType.RESET, payload=bytes(16), seq=peer.next_seq + 100_000))
+    assert conn.state is ConnectionState.ESTABLISHED
+    peer.feed(peer.craft(PacketType.RESET))  # the peer's token
     assert _drain_events(conn) == [Failed("reset by peer", (0, 1), FailureKind.RESET_BY_PEER)]
     assert _state(conn) is ConnectionState.FAILED
     assert peer.output() == []  # no RESET in reply to a RESET

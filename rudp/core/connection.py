@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from rudp.config import Config
 from rudp.core import wire
+from rudp.core.closing import Closing
 from rudp.core.handshake import MAX_UNVERIFIED_SYN_ACK_RETRANSMITS, OPENED, REJECTED, Opening
 from rudp.core.receiver import DROPPED, DUPLICATE, FIN_DELIVERED, PROTOCOL_ERROR, Receiver
 from rudp.core.recovery import PING
@@ -42,7 +43,7 @@ from rudp.core.timers import Timers, earliest
 from rudp.core.tokens import STATIC_KEY_SIZE, reset_token
 from rudp.core.wire import Flags, PacketType
 from rudp.errors import BadPacket, LocalProtocolError, MessageTooLarge
-from rudp.events import Closed, Event, Failed, FailureKind, MessageReceived, PeerClosed
+from rudp.events import Event, FailureKind, MessageReceived
 
 __all__ = ["MAX_UNVERIFIED_SYN_ACK_RETRANSMITS", "ConnectionState", "SansIOConnection"]
 
@@ -108,7 +109,16 @@ class SansIOConnection:
             events=self._events,
         )
         self._timers = Timers(self.config, self._sm, self._sender)
-        self._final: list[bytes] = []  # a RESET to hand out after failing
+        self._closing = Closing(
+            self.config,
+            machine=self._sm,
+            sender=self._sender,
+            receiver=self._receiver,
+            opening=self._opening,
+            timers=self._timers,
+            events=self._events,
+            reset_datagram=self._reset_datagram,
+        )
 
         # counters
         self._datagrams_sent = 0
@@ -171,6 +181,8 @@ class SansIOConnection:
             bytes_received=self._bytes_received,
             datagrams_dropped=self._dropped,
             acks_sent=self._acks_sent,
+            resets_rejected=self._closing.resets_rejected,
+            challenge_acks_sent=self._closing.challenge_acks_sent,
         )
 
     # --- local calls ----------------------------------------------------------------------
@@ -207,41 +219,23 @@ class SansIOConnection:
         data = message if type(message) is bytes else bytes(message)
         return self._sender.queue_message(data)
 
-    def close(self, now: float | None = None) -> None:
-        """Close gracefully: a FIN follows every queued message.
+    def close(
+        self, now: float | None = None, *, reading: bool = True, left_unread: bool = False
+    ) -> None:
+        """Close: a FIN follows every queued message (section 6.3; ``Closing.close``).
 
-        During the handshake (and on a server still waiting for its SYN) the close
-        is deferred until the handshake finishes.  Before ``connect()`` the client
-        ends at once: ``Closed``, or ``Failed`` listing the queued messages if
-        there were any.
+        The default is a half-close: the peer's messages are still delivered.
+        ``reading=False`` is a full close (RFC 1122 section 4.2.2.13): the peer's later
+        data is neither delivered nor acknowledged and, if any was lost (or
+        ``left_unread``: messages already handed out stay unread), a RESET follows once
+        all of ours are acknowledged.  During the handshake the close is deferred;
+        before ``connect()`` it ends at once (``Failed`` if messages were queued).
         """
-        state = self._sm.state
-        if state is _S.INITIAL and self._sender.has_queued:
-            self._fail(
-                Input.ABORT,
-                "closed before connecting",
-                FailureKind.CLOSED_BY_APPLICATION,
-                send_reset=False,
-            )
-            return
-        self._local(Input.CLOSE, "close()")  # during the handshake: deferred (state.DEFERRING)
-        if state is _S.INITIAL:
-            self._events.append(Closed())
-        elif state is _S.ESTABLISHED:
-            self._sender.request_fin()
+        self._closing.close(now, reading=reading, left_unread=left_unread)
 
     def abort(self, reason: str = "aborted") -> None:
         """End at once: send a RESET (if the peer is known) and report ``Failed``."""
-        state = self._sm.state
-        if state in TERMINAL:
-            self._sm.apply(Input.ABORT)
-            return
-        if state is _S.TIME_WAIT:
-            # Closed was already reported; just stop lingering.
-            self._sm.apply(Input.ABORT)
-            self._stop_timers()
-            return
-        self._fail(Input.ABORT, reason, FailureKind.ABORTED, send_reset=True)
+        self._closing.abort(reason)
 
     # --- events ------------------------------------------------------------------------------
 
@@ -290,6 +284,10 @@ class SansIOConnection:
 
     def _receive(self, packet: wire.Packet, now: float) -> None:
         """Hand a decoded packet to the reader for its type."""
+        if packet.type is PacketType.STATELESS_RESET:
+            # Section 6.6.1: addressed to the id the peer issued, not to ours.
+            self._read_stateless_reset(packet, now)
+            return
         if packet.connection_id != self.local_connection_id and packet.type is not PacketType.SYN:
             self._dropped += 1  # section 6.1-4: not for us (a SYN carries 0 instead)
             return
@@ -313,13 +311,12 @@ class SansIOConnection:
             self._timers.last_activity = now
 
     def _read_reset(self, packet: wire.Packet, now: float) -> None:
-        if self._sm.apply(Input.RECV_RESET):
-            self._failed("reset by peer", FailureKind.RESET_BY_PEER)
-        else:
-            self._dropped += 1
+        if not self._closing.on_reset(packet, now):
+            self._dropped += 1  # implausible (perhaps challenged), or not in this state
 
     def _read_stateless_reset(self, packet: wire.Packet, now: float) -> None:
-        self._dropped += 1  # section 6.6 (to be implemented)
+        if not self._closing.on_stateless_reset(packet):
+            self._dropped += 1
 
     def _read_path(self, packet: wire.Packet, now: float) -> None:
         self._dropped += 1  # section 6.7 (to be implemented)
@@ -345,15 +342,18 @@ class SansIOConnection:
         rcv_next = receiver.rcv_next
         seq = packet.seq
         seq = rcv_next if seq == (rcv_next & wire.SEQ_MASK) else wire.expand_seq(seq, rcv_next)
+        if not self._closing.reading and self._closing.refuses_data(seq, is_fin):
+            self._dropped += 1  # after a full close: not delivered, not acknowledged
+            return
         result = receiver.on_data(now, seq, is_fin, packet.fragments_left, packet.payload)
         if result <= DUPLICATE:
             return
         if result == DROPPED:
             self._dropped += 1
         elif result == FIN_DELIVERED:
-            self._on_peer_fin(now)
+            self._closing.on_peer_fin(now)
         elif result == PROTOCOL_ERROR:
-            self._fail(
+            self._closing.fail(
                 Input.PROTOCOL_ERROR,
                 f"protocol error: {receiver.error}",
                 FailureKind.PROTOCOL_ERROR,
@@ -422,7 +422,11 @@ class SansIOConnection:
             ack_delay = packet.ack_delay * wire.ACK_DELAY_UNIT
             sender.on_ack(now, ack, window, sack, largest, ack_delay)
             if sender.fin_acked:
-                self._on_fin_acked(now)
+                self._closing.on_fin_acked(now)
+                if sm.state in TERMINAL:
+                    return False
+            if self._closing.reset_owed:  # a full close waits for our messages' acks
+                self._closing.reset_if_acknowledged()
                 if sm.state in TERMINAL:
                     return False
         self._receiver.on_packet_number(packet.packet_number, now)
@@ -435,67 +439,11 @@ class SansIOConnection:
             self._receiver.ack_now = True
         return True
 
-    # --- closing ------------------------------------------------------------------------------
-
-    def _on_fin_acked(self, now: float) -> None:
-        if not self._sm.apply(Input.FIN_ACKED):
-            return  # already past it (a later ack of the same FIN)
-        if self._sm.state is _S.CLOSED:
-            self._events.append(Closed())
-            self._stop_timers()
-        elif self._sm.state is _S.TIME_WAIT:
-            self._enter_time_wait(now)
-
-    def _on_peer_fin(self, now: float) -> None:
-        self._events.append(PeerClosed())
-        self._sm.apply(Input.PEER_FIN)
-        # After the peer's FIN we flush our own queue and close too.
-        self._sender.request_fin()
-        if self._sm.state is _S.TIME_WAIT:
-            self._enter_time_wait(now)
-
-    def _enter_time_wait(self, now: float) -> None:
-        # Closed is reported now: for the application the connection is over.  We stay
-        # to re-acknowledge a retransmitted FIN (our ack of it may be lost).
-        self._events.append(Closed())
-        self._sender.stop_timers()
-        self._timers.linger(now)
-
-    # --- failure --------------------------------------------------------------------------------
-
-    def _fail(self, inp: Input, reason: str, kind: FailureKind, *, send_reset: bool = True) -> None:
-        """Fail through ``inp``; queue a RESET for the peer when it is known."""
-        if send_reset and self._opening.remote_connection_id is not None:
-            # Section 6.4: our token makes the RESET plausible whatever its sequence number.
-            self._final = [self._control(PacketType.RESET, None, payload=self._opening.reset_token)]
-        if self._sm.apply(inp):
-            self._failed(reason, kind)
-
-    def _give_up(self, reason: str) -> None:
-        """The give-up budget ran out: ``Failed``, unless only our FIN's ack is missing."""
-        if (
-            self._sm.state in (_S.PEER_CLOSED, _S.SIMULTANEOUS_CLOSE)
-            and not self._sender.undelivered()
-            and self._sm.apply(Input.FIN_GIVE_UP)
-        ):
-            # Every message was acknowledged and the peer's FIN delivered: the peer has
-            # most likely left TIME_WAIT before our FIN's ack reached us.  Nothing was lost.
-            self._events.append(Closed())
-            self._stop_timers()
-            return
-        self._fail(Input.GIVE_UP, reason, FailureKind.UNREACHABLE, send_reset=False)
-
-    def _failed(self, reason: str, kind: FailureKind) -> None:
-        self._events.append(Failed(reason, self._sender.undelivered(), kind))
-        self._stop_timers()
-
-    def _stop_timers(self) -> None:
-        self._opening.deadline = None
-        self._sender.stop_timers()
-        self._receiver.ack_deadline = None
-        self._timers.stop()
-
     # --- output --------------------------------------------------------------------------------
+
+    def _reset_datagram(self) -> bytes:
+        """Our RESET: it carries our token, plausible whatever its sequence number (6.4)."""
+        return self._control(PacketType.RESET, None, payload=self._opening.reset_token)
 
     def _control(
         self,
@@ -508,7 +456,7 @@ class SansIOConnection:
         """An ACK, PING or RESET: a packet number, our next sequence number and the acks.
 
         A PING is ack-eliciting: recovery keeps its record for an RTT sample and the
-        probe timeout.  ``now`` is None only for a RESET queued by ``abort()``.
+        probe timeout.  ``now`` is None only for a RESET (queued by ``Closing``).
         """
         recovery = self._sender.recovery
         pn = recovery.allocate_pn()
@@ -523,7 +471,8 @@ class SansIOConnection:
         """Every datagram due now, in order.  Empty after the connection ended."""
         state = self._sm.state
         if state in TERMINAL:
-            final, self._final = self._final, []
+            closing = self._closing
+            final, closing.final = closing.final, []
             self._count_sent(final)
             return final
         out: list[bytes] = []
@@ -588,13 +537,16 @@ class SansIOConnection:
         timers = self._timers
         deadline = timers.peer_deadline()
         if deadline is not None and now >= deadline:
-            self._give_up(f"peer unreachable: nothing heard for {self.config.peer_timeout:g} s")
+            silence = self.config.peer_timeout
+            self._closing.give_up(f"peer unreachable: nothing heard for {silence:g} s")
             return
         sender = self._sender
         deadline = self._opening.deadline
         if deadline is not None and now >= deadline and not self._opening.on_timeout(now):
             limit = self.config.max_retransmits
-            self._give_up(f"peer unreachable: handshake unanswered after {limit} retransmissions")
+            self._closing.give_up(
+                f"peer unreachable: handshake unanswered after {limit} retransmissions"
+            )
             return
         recovery = sender.recovery
         deadline = recovery.loss_deadline
@@ -602,7 +554,7 @@ class SansIOConnection:
             recovery.detect_losses(now)
         deadline = recovery.pto_deadline
         if deadline is not None and now >= deadline and sender.on_pto(now) == GIVE_UP:
-            self._give_up(
+            self._closing.give_up(
                 f"peer unreachable: {sender.consecutive_timeouts - 1} probe timeouts unanswered"
             )
             return
@@ -613,4 +565,4 @@ class SansIOConnection:
             self.close(now)
         deadline = timers.linger_deadline
         if deadline is not None and now >= deadline and self._sm.apply(Input.LINGER_EXPIRED):
-            self._stop_timers()
+            self._closing.stop_timers()

@@ -133,7 +133,7 @@ class ConnectionLike(Protocol):
 
     def connect(self, now: float) -> None: ...
 
-    def close(self, now: float) -> None: ...
+    def close(self, now: float, *, reading: bool = True, left_unread: bool = False) -> None: ...
 
     def send(self, message: bytes) -> int: ...
 
@@ -275,9 +275,12 @@ class Association:
         self._endpoint._touch(self)
         return message_id
 
-    def close(self, now: float) -> None:
-        """Graceful close: FIN after every queued message."""
-        self.connection.close(now)
+    def close(self, now: float, *, reading: bool = True, left_unread: bool = False) -> None:
+        """Graceful close: FIN after every queued message (``SansIOConnection.close``).
+
+        ``reading=False`` is the full close of a driver's ``close()`` (section 6.3).
+        """
+        self.connection.close(now, reading=reading, left_unread=left_unread)
         self._endpoint._touch(self)
 
     def abort(self, reason: str) -> None:

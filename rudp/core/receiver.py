@@ -277,6 +277,11 @@ class Receiver:
         self.last_advertised = self.window
 
     @property
+    def holds_data(self) -> bool:
+        """Data received and not yet delivered: held out of order, or a message in reassembly."""
+        return bool(self._held) or self._parts is not None
+
+    @property
     def held_count(self) -> int:
         """Out-of-order packets held."""
         return len(self._held)

@@ -16,8 +16,10 @@ input (see ``Input``):
 - a local input (``CONNECT``, ``SEND``, ``CLOSE``) not in the table: the call
   raises ``LocalProtocolError`` (for example ``send()`` after ``close()``);
 - the internal inputs (``HANDSHAKE_ACKED``, ``PEER_FIN``, ``FIN_ACKED``,
-  ``GIVE_UP``, ``PROTOCOL_ERROR``, ``LINGER_EXPIRED``, ``FIN_GIVE_UP``) are only
-  generated where the table has them; a missing pair would be a bug in the core.
+  ``GIVE_UP``, ``PROTOCOL_ERROR``, ``LINGER_EXPIRED``, ``FIN_GIVE_UP``,
+  ``PEER_LEFT``, ``RESET_UNREAD``) are only generated where the table has them
+  (``RESET_UNREAD`` is tried whenever a full close may owe its RESET, and taken
+  once the connection is past the handshake).
 
 The diagram in specs/protocol.md is ``to_mermaid()``'s output; a test checks
 that the two agree.
@@ -114,6 +116,14 @@ class Input(enum.IntEnum):
     FIN was delivered: both sides closed and every message was acknowledged, so the
     connection ends as ``Closed`` (the peer most likely left TIME_WAIT before our FIN's
     ack got through: the two generals cannot both be sure)."""
+    PEER_LEFT = 27
+    """A plausible reset (ordinary or stateless) arrived in the condition of ``FIN_GIVE_UP``:
+    the peer left after a clean close, nothing was lost, so the connection ends as ``Closed``
+    (section 6.4)."""
+    RESET_UNREAD = 28
+    """After a full close (``close(reading=False)``) data of the peer was left unread or
+    arrived later, and every message of ours is acknowledged: we send a RESET (RFC 1122
+    section 4.2.2.13) and, having lost nothing of our own, end as ``Closed`` (section 6.3)."""
 
 
 S = ConnectionState
@@ -132,6 +142,9 @@ _LIVE = (
 
 _DATA_STATES = (S.ESTABLISHED, S.CLOSING, S.FIN_WAIT, S.PEER_CLOSED, S.SIMULTANEOUS_CLOSE)
 """States after the handshake and before TIME_WAIT: every ordinary packet is processed."""
+
+_CLOSED_BY_US = (S.CLOSING, S.FIN_WAIT, S.PEER_CLOSED, S.SIMULTANEOUS_CLOSE)
+"""States after ``close()`` (or the peer's FIN) took effect and before TIME_WAIT."""
 
 
 def _build() -> dict[tuple[ConnectionState, Input], ConnectionState]:
@@ -166,6 +179,8 @@ def _build() -> dict[tuple[ConnectionState, Input], ConnectionState]:
         (S.SIMULTANEOUS_CLOSE, I.FIN_ACKED): S.TIME_WAIT,
         (S.PEER_CLOSED, I.FIN_GIVE_UP): S.CLOSED,
         (S.SIMULTANEOUS_CLOSE, I.FIN_GIVE_UP): S.CLOSED,
+        (S.PEER_CLOSED, I.PEER_LEFT): S.CLOSED,
+        (S.SIMULTANEOUS_CLOSE, I.PEER_LEFT): S.CLOSED,
         # close() again after closing: harmless
         (S.CLOSING, I.CLOSE): S.CLOSING,
         (S.FIN_WAIT, I.CLOSE): S.FIN_WAIT,
@@ -195,6 +210,8 @@ def _build() -> dict[tuple[ConnectionState, Input], ConnectionState]:
             I.RECV_PATH_RESPONSE,
         ):
             t[(state, packet)] = state
+    for state in _CLOSED_BY_US:
+        t[(state, I.RESET_UNREAD)] = S.CLOSED
     for state in _LIVE:
         t[(state, I.RECV_RESET)] = S.FAILED
         t[(state, I.RECV_STATELESS_RESET)] = S.FAILED

@@ -82,6 +82,13 @@ class Stats:
     """Messages reported with ``MessageReceived``."""
     send_queue_bytes: int
     """Bytes of messages sent but not yet acknowledged."""
+    # --- resets (specs/protocol.md sections 6.4 and 6.6) ---------------------------
+    resets_rejected: int
+    """RESETs and stateless resets dropped as implausible (wrong token, sequence number or
+    ack); also counted in ``datagrams_dropped``."""
+    challenge_acks_sent: int
+    """Immediate ACKs sent in answer to an in-window but inexact RESET (RFC 5961 section
+    3.2), at most one per ``rudp.core.closing.CHALLENGE_ACK_INTERVAL``."""
 
 
 def snapshot(
@@ -94,6 +101,8 @@ def snapshot(
     bytes_received: int,
     datagrams_dropped: int,
     acks_sent: int,
+    resets_rejected: int,
+    challenge_acks_sent: int,
 ) -> Stats:
     """The ``Stats`` of a connection: its own datagram counters and its halves' state."""
     rtt = sender.rtt
@@ -128,4 +137,6 @@ def snapshot(
         messages_acked=sender.messages_acked,
         messages_delivered=receiver.messages_delivered,
         send_queue_bytes=sender.queued_bytes,
+        resets_rejected=resets_rejected,
+        challenge_acks_sent=challenge_acks_sent,
     )

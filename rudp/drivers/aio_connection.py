@@ -266,7 +266,11 @@ class Connection:
         if not self._local_closed:
             self._local_closed = True
             if not led.terminated:
-                self._assoc.close(self._protocol.loop.time())
+                # A full close (RFC 1122 section 4.2.2.13): nothing is read any more, and
+                # messages left unread, or sent by the peer from now on, reset it.
+                unread = bool(led.inbox)
+                led.discard()
+                self._assoc.close(self._protocol.loop.time(), reading=False, left_unread=unread)
                 self._update_pause()
                 self._protocol.schedule()
         linger = self._protocol.options.linger

@@ -158,12 +158,15 @@ def finish_close(
     now = engine.now()
     live = [assoc for assoc in assocs if not ledger(assoc).terminated]
     for assoc in live:
-        # Nobody reads after close; a full inbox would pause the association and
-        # hide its acknowledgements, and keep the peer's FIN out.
-        ledger(assoc).discard()
+        # A full close: nobody reads after close (RFC 1122 section 4.2.2.13), so messages
+        # left unread make the core reset the peer.  A full inbox would also pause the
+        # association and hide its acknowledgements, and keep the peer's FIN out.
+        led = ledger(assoc)
+        unread = bool(led.inbox)
+        led.discard()
         assoc.paused = False
         with contextlib.suppress(LocalProtocolError):  # already closing
-            assoc.close(now)
+            assoc.close(now, reading=False, left_unread=unread)
     engine.pump()
     deadline = None if linger is None else time.monotonic() + linger
     expired: set[Association] = set()
@@ -474,10 +477,11 @@ class Engine:
             led = ledger(assoc)
             if led.terminated and not led.lost:
                 continue
+            unread = bool(led.inbox)
             led.discard()  # nobody will read them; keep the peer's FIN from stalling
             assoc.paused = False
-            with contextlib.suppress(LocalProtocolError):
-                assoc.close(now)
+            with contextlib.suppress(LocalProtocolError):  # a full close, as finish_close's
+                assoc.close(now, reading=False, left_unread=unread)
             self._retiring[assoc] = (name, None)
         self._users -= 1
         if self._users <= 0:
