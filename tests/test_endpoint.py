@@ -14,6 +14,7 @@ import pytest
 
 from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
+from rudp.core.path import PathState
 from rudp.core.state import ConnectionState
 from rudp.core.wire import Handshake, Packet, PacketType, encode, encode_handshake
 from rudp.events import Closed, Connected, Event, Failed, FailureKind, MessageReceived
@@ -22,11 +23,30 @@ A = ("10.0.0.1", 1000)
 B = ("10.0.0.2", 2000)
 
 
+class FakePath:
+    """Stands in for ``rudp.core.path.PathValidator``: records starts, scripted outcome."""
+
+    def __init__(self) -> None:
+        self.state = PathState.IDLE
+        self.starts: list[float] = []
+
+    def start(self, now: float) -> bool:
+        self.starts.append(now)
+        self.state = PathState.VALIDATING
+        return True
+
+
 class FakeConnection:
     """Records what the endpoint hands it; tests script its timer, events and output."""
 
-    def __init__(self, config: Config, *, is_client: bool, rng: random.Random | None) -> None:
+    def __init__(
+        self, config: Config, *, is_client: bool, rng: random.Random | None, static_key: bytes
+    ) -> None:
         assert rng is not None
+        self.static_key = static_key
+        self.remote_connection_id: int | None = None
+        self.largest_packet_number = -1
+        self.path = FakePath()
         self.config = config
         self.is_client = is_client
         self.local_connection_id = rng.getrandbits(64) | 1
@@ -66,6 +86,7 @@ class FakeConnection:
         self, packet: Packet, now: float, handshake: Handshake | None = None
     ) -> None:
         self.received.append(packet)
+        self.largest_packet_number = max(self.largest_packet_number, packet.packet_number)
         if packet.type is PacketType.SYN:
             self.state = ConnectionState.SYN_RECEIVED
 

@@ -6,7 +6,7 @@
     rudp send PATH [PATH ...] HOST:PORT [--chunk-size N] [--peer-timeout S]
     rudp proxy --listen HOST:PORT --upstream HOST:PORT [--loss P] [--dup P]
                [--reorder P] [--corrupt P] [--delay 20ms] [--jitter 5ms]
-               [--rate 50mbit] [--seed N]
+               [--rate 50mbit] [--seed N] [--rebind-after N]
 
 ``send`` exits 0 only after the receiver confirmed the SHA-256 of every file.
 ``recv`` writes each file under a temporary name and renames it only once
@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--seed", type=int, metavar="N", help="reproducible random decisions")
     proxy.add_argument("--max-clients", type=int, default=64, metavar="N")
     proxy.add_argument("--idle-timeout", type=_duration, default=60.0, metavar="DURATION")
+    proxy.add_argument(
+        "--rebind-after",
+        type=int,
+        metavar="N",
+        help="move a client's upstream socket to a new port after N datagrams (NAT rebinding)",
+    )
     return parser
 
 
@@ -396,6 +402,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_clients=args.max_clients,
             idle_timeout=args.idle_timeout,
+            rebind_after=args.rebind_after,
         )
     except (ValueError, OSError) as exc:
         _say(f"cannot start the proxy: {exc}")

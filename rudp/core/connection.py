@@ -26,6 +26,7 @@ from rudp.config import Config
 from rudp.core import wire
 from rudp.core.closing import Closing
 from rudp.core.handshake import MAX_UNVERIFIED_SYN_ACK_RETRANSMITS, OPENED, REJECTED, Opening
+from rudp.core.path import PathValidator
 from rudp.core.receiver import DROPPED, DUPLICATE, FIN_DELIVERED, PROTOCOL_ERROR, Receiver
 from rudp.core.recovery import PING
 from rudp.core.sender import GIVE_UP, Sender
@@ -119,6 +120,7 @@ class SansIOConnection:
             events=self._events,
             reset_datagram=self._reset_datagram,
         )
+        self._path = PathValidator(self.config, rng, self._sm, self._sender.rtt)
 
         # counters
         self._datagrams_sent = 0
@@ -139,6 +141,17 @@ class SansIOConnection:
     def remote_connection_id(self) -> int | None:
         """The peer's connection id, once the handshake told us."""
         return self._opening.remote_connection_id
+
+    @property
+    def path(self) -> PathValidator:
+        """Path validation (section 6.7): the endpoint starts it when the peer's address moves."""
+        return self._path
+
+    @property
+    def largest_packet_number(self) -> int:
+        """The largest packet number received from the peer (-1 before any): the endpoint
+        follows an address change only for a packet that raised it (RFC 9000 section 9.3)."""
+        return self._receiver.largest_pn
 
     @property
     def is_closed(self) -> bool:
@@ -319,7 +332,13 @@ class SansIOConnection:
             self._dropped += 1
 
     def _read_path(self, packet: wire.Packet, now: float) -> None:
-        self._dropped += 1  # section 6.7 (to be implemented)
+        """PATH_CHALLENGE / PATH_RESPONSE (section 6.7), checked like any packet first."""
+        if not self._accept(packet, now):
+            return
+        if packet.type is PacketType.PATH_CHALLENGE:
+            self._path.on_challenge(packet.payload)  # echoed by the next datagrams_to_send
+        elif not self._path.on_response(packet.payload):
+            self._dropped += 1  # echoes no challenge of ours still outstanding
 
     def _read_ack(self, packet: wire.Packet, now: float) -> None:
         self._accept(packet, now)
@@ -480,6 +499,8 @@ class SansIOConnection:
             out.append(opening)
         if state in SYNCHRONIZED:
             self._send_data(now, out)
+            if self._path.has_output:
+                self._path.flush(now, out, self._path_packet)
         self._count_sent(out)
         return out
 
@@ -508,6 +529,9 @@ class SansIOConnection:
             self._acks_sent += 1
         self._timers.on_sent(now)
 
+    def _path_packet(self, ptype: PacketType, now: float, payload: bytes) -> bytes:
+        return self._control(ptype, now, payload=payload)
+
     def _count_sent(self, out: list[bytes]) -> None:
         if out:
             self._datagrams_sent += len(out)
@@ -528,6 +552,7 @@ class SansIOConnection:
             sender.pacing_deadline,
             self._receiver.ack_deadline,
             self._timers.earliest(),
+            self._path.deadline,
         )
 
     def handle_timer(self, now: float) -> None:
@@ -559,6 +584,7 @@ class SansIOConnection:
             )
             return
         timers.fire_probes(now)
+        self._path.on_timer(now)
         deadline = timers.idle_deadline()
         if deadline is not None and now >= deadline:
             # idle_timeout: a graceful close, exactly as if the application called close().

@@ -12,12 +12,17 @@ API contract
 Addresses are opaque hashable values (the driver normalises them, e.g. IPv6
 4-tuples from ``recvfrom``); the endpoint only compares them for equality.
 
-``Endpoint(config=None, *, accepting=False, backlog=128, rng=None, connection_factory=None)``
+``Endpoint(config=None, *, accepting=False, backlog=128, rng=None, connection_factory=None,
+static_key=None, stateless_reset_rate=100.0, stateless_reset_burst=100)``
     ``accepting``: create a server-side connection when a SYN arrives from a new
     (address, client connection id).  ``backlog``: most such connections not yet
     taken with ``accept()``.  ``rng`` is handed to every connection (seeded in
-    simulations).  ``connection_factory(config, is_client=..., rng=...)`` makes
-    the cores (default ``SansIOConnection``; tests may inject another).
+    simulations).  ``connection_factory(config, is_client=..., rng=..., static_key=...)``
+    makes the cores (default ``SansIOConnection``; tests may inject another).
+    ``static_key`` makes every connection's stateless-reset token (section 6.6; the
+    drivers keep one on disk so a restarted program answers with the same tokens);
+    None draws one from ``rng`` (or the system CSPRNG).  The two rates bound the
+    stateless resets sent (``rudp.core.stateless_reset``).
 
 ``connect(address, now, config=None) -> Association``
     Open a client connection; its SYN is in the next ``datagrams_to_send``.
@@ -26,15 +31,19 @@ Addresses are opaque hashable values (the driver normalises them, e.g. IPv6
     Route what the socket read.  The datagram is decoded once with
     ``rudp.core.wire.decode`` (a SYN's handshake block too, handed to the core with
     it); a SYN (connection id 0) goes to the connection made for (address, the
-    SYN's source connection id), created if accepting; any
-    other packet goes to the connection whose *local* id is in its header.  An
-    undecodable datagram, an unknown or closed connection id, a packet whose
-    source address differs from the connection's peer (no migration in
-    version 1) and a SYN refused by a full backlog are dropped and counted in
-    ``stats``.  Never raises for network input.
+    SYN's source connection id), created if accepting; a STATELESS_RESET to the
+    connection whose *peer* id it names; any other packet to the connection whose
+    *local* id is in its header, whatever its source address (an established
+    connection follows its peer to a new address and validates it:
+    ``rudp.core.migration``).  A packet for an unknown or closed connection id is
+    answered with a rate-limited stateless reset (``rudp.core.stateless_reset``).
+    An undecodable datagram, an unknown id and a SYN refused by a full backlog are
+    dropped and counted in ``stats``.  Never raises for network input.
 
 ``datagrams_to_send(now) -> list[tuple[bytes, address]]``
-    Everything queued by every connection touched since the last call.
+    Everything queued by every connection touched since the last call, and the
+    stateless resets owed, less what the anti-amplification limit holds back for a
+    connection whose new address is not validated yet.
 
 ``get_timer() -> float | None`` / ``handle_timer(now)``
     Earliest deadline over all connections; fire every connection whose
@@ -93,7 +102,10 @@ half-open slots instead of locking real clients out for a whole handshake
 budget -- and is dropped only when every slot is an established connection
 waiting for ``accept()``.  A connection that fails before it was accepted and
 before it delivered a message (a failed handshake, or one that went silent until
-``peer_timeout``) leaves the backlog at once: it has nothing to hand out.
+``peer_timeout``) leaves the backlog at once: it has nothing to hand out.  The
+peer-id table (routing stateless resets) has one entry per live association; the
+stateless resets owed wait for the next output, bounded by their token bucket;
+a migrating association holds at most ``migration.MAX_HELD_DATAGRAMS``.
 """
 
 from __future__ import annotations
@@ -102,15 +114,19 @@ import heapq
 import itertools
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rudp.config import Config
+from rudp.core.endpoint_stats import EndpointStats
+from rudp.core.migration import Migration, follow_peer, limit_output
+from rudp.core.stateless_reset import DEFAULT_RESET_BURST, DEFAULT_RESET_RATE, StatelessResets
+from rudp.core.tokens import STATIC_KEY_SIZE
 from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake
 from rudp.errors import BadPacket
 from rudp.events import Connected, Event, Failed, MessageReceived
 
 __all__ = ["Association", "ConnectionFactory", "ConnectionLike", "Endpoint", "EndpointStats"]
+# EndpointStats lives in rudp.core.endpoint_stats (shared with the helpers) and is re-exported.
 
 Address = Any
 """A peer address as the driver normalised it (compared for equality only)."""
@@ -121,6 +137,15 @@ class ConnectionLike(Protocol):
 
     @property
     def local_connection_id(self) -> int | None: ...
+
+    @property
+    def remote_connection_id(self) -> int | None: ...
+
+    @property
+    def largest_packet_number(self) -> int: ...
+
+    @property
+    def path(self) -> Any: ...  # a rudp.core.path.PathValidator
 
     @property
     def is_closed(self) -> bool: ...
@@ -155,41 +180,17 @@ class ConnectionLike(Protocol):
 
 
 ConnectionFactory = Callable[..., Any]
-"""``factory(config, *, is_client, rng) -> connection`` (a ``ConnectionLike``)."""
+"""``factory(config, *, is_client, rng, static_key) -> connection`` (a ``ConnectionLike``)."""
 
 
-def _default_factory(config: Config, *, is_client: bool, rng: random.Random | None) -> Any:
+def _default_factory(
+    config: Config, *, is_client: bool, rng: random.Random | None, static_key: bytes
+) -> Any:
     # Imported lazily so the endpoint can be loaded (and tested with a fake
     # core) independently of the core module.
     from rudp.core.connection import SansIOConnection
 
-    return SansIOConnection(config, is_client=is_client, rng=rng)
-
-
-@dataclass(slots=True)
-class EndpointStats:
-    """Counters of one endpoint (connection-level counters live in each core's ``stats``)."""
-
-    datagrams_received: int = 0
-    """Every datagram handed to ``receive_datagram``."""
-    datagrams_sent: int = 0
-    """Datagrams returned by ``datagrams_to_send``."""
-    bad_datagrams: int = 0
-    """Failed ``wire.decode`` (length, checksum, version, type, flags)."""
-    unknown_connection: int = 0
-    """Valid packet for no live connection (or a SYN while not accepting)."""
-    wrong_address: int = 0
-    """Packet for a live connection from another address than its peer's."""
-    syn_refused: int = 0
-    """SYN dropped because the backlog was full of established connections."""
-    half_open_evicted: int = 0
-    """Handshaking connections aborted to make room for a new SYN."""
-    connections_opened: int = 0
-    """Client connections made with ``connect``."""
-    connections_created: int = 0
-    """Server connections created by a SYN."""
-    connections_removed: int = 0
-    """Connections that terminated and left the routing tables."""
+    return SansIOConnection(config, is_client=is_client, rng=rng, static_key=static_key)
 
 
 class Association:
@@ -203,6 +204,7 @@ class Association:
         "__weakref__",
         "_endpoint",
         "_paused",
+        "_remote_id",
         "_syn_key",
         "_timer",
         "accepted",
@@ -211,6 +213,7 @@ class Association:
         "context",
         "established",
         "initiated_locally",
+        "migration",
         "received",
     )
 
@@ -239,6 +242,9 @@ class Association:
         self.context: Any = None
         """Free for the driver (e.g. its per-connection queue)."""
         self._paused = False
+        self.migration: Migration | None = None
+        """The peer's new address while it is validated (``rudp.core.migration``), or None."""
+        self._remote_id: int | None = None  # the peer's id, once the core learned it
         self._syn_key = syn_key
         self._timer: float | None = None
 
@@ -307,9 +313,16 @@ class Endpoint:
         backlog: int = 128,
         rng: random.Random | None = None,
         connection_factory: ConnectionFactory | None = None,
+        static_key: bytes | None = None,
+        stateless_reset_rate: float = DEFAULT_RESET_RATE,
+        stateless_reset_burst: int = DEFAULT_RESET_BURST,
     ) -> None:
         if backlog < 1:
             raise ValueError("backlog must be at least 1")
+        if static_key is None:
+            # Seeded simulations draw it from their rng, so they replay exactly.
+            source = rng if rng is not None else random.SystemRandom()
+            static_key = source.getrandbits(8 * STATIC_KEY_SIZE).to_bytes(STATIC_KEY_SIZE, "big")
         self.config = config if config is not None else Config()
         """Config of every connection (``connect`` may override it per connection)."""
         self.accepting = accepting
@@ -318,6 +331,12 @@ class Endpoint:
         """Most server connections waiting for ``accept()``."""
         self.stats = EndpointStats()
         """Endpoint-level counters."""
+        self.static_key = static_key
+        """The key every connection's stateless-reset token is made from (section 6.6)."""
+        self._resets = StatelessResets(
+            static_key, self.stats, stateless_reset_rate, stateless_reset_burst
+        )
+        self._reset_output: list[tuple[bytes, Address]] = []
         self._rng = rng
         self._factory: ConnectionFactory = connection_factory or _default_factory
         self._by_id: dict[int, Association] = {}
@@ -328,8 +347,6 @@ class Endpoint:
         self._eventful: dict[Association, None] = {}  # may have events
         self._heap: list[tuple[float, int, Association]] = []
         self._tiebreak = itertools.count()
-        # Fast path for the one-connection case is not worth the branches:
-        # dicts are O(1) and the driver batches.
 
     # --- introspection ---------------------------------------------------
 
@@ -377,7 +394,9 @@ class Endpoint:
         # Connection ids are 64-bit random: a collision is a 2**-64 event per
         # pair, but routing must never hand one peer's packets to another.
         for _ in range(8):
-            connection = self._factory(config, is_client=is_client, rng=self._rng)
+            connection = self._factory(
+                config, is_client=is_client, rng=self._rng, static_key=self.static_key
+            )
             cid = connection.local_connection_id
             if cid is None or cid not in self._by_id:
                 return connection
@@ -414,17 +433,43 @@ class Endpoint:
                 return
             # The core gets the block decoded here: a SYN's handshake is decoded once.
             assoc.connection.receive_packet(packet, now, handshake)
+        elif packet.type is PacketType.STATELESS_RESET:
+            found = self._resets.route(packet.connection_id)  # it names our *peer's* id
+            if found is None:
+                self.stats.unknown_connection += 1  # never answered (section 6.6.2)
+                return
+            # Any source address: a restarted peer may answer from another one.
+            self.stats.stateless_resets_routed += 1
+            assoc = found
+            assoc.connection.receive_packet(packet, now)  # the core checks the token
         else:
             found = self._by_id.get(packet.connection_id)
             if found is None:
                 self.stats.unknown_connection += 1
-                return
-            if found.address != address:
-                self.stats.wrong_address += 1
+                self._answer_unknown(packet, address, now)
                 return
             assoc = found
-            assoc.connection.receive_packet(packet, now)  # decoded once, here
+            if assoc.address == address:
+                if assoc.migration is not None:
+                    assoc.migration.received += len(data)  # the amplification budget
+                assoc.connection.receive_packet(packet, now)  # decoded once, here
+            elif not follow_peer(assoc, packet, len(data), address, now, self.stats):
+                return
+        if assoc._remote_id is None:
+            self._learn_remote_id(assoc)
         self._touch(assoc)
+
+    def _answer_unknown(self, packet: Packet, address: Address, now: float) -> None:
+        """Section 6.6.2: a stateless reset, so a peer of ours before a restart fails fast."""
+        reset = self._resets.answer(packet, now)
+        if reset is not None:
+            self._reset_output.append((reset, address))
+
+    def _learn_remote_id(self, assoc: Association) -> None:
+        remote_id = assoc.connection.remote_connection_id
+        if remote_id is not None:
+            assoc._remote_id = remote_id
+            self._resets.learn(remote_id, assoc)
 
     def _route_syn(self, handshake: Handshake, address: Address) -> Association | None:
         key = (address, handshake.source_connection_id)
@@ -465,12 +510,17 @@ class Endpoint:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Every datagram queued by the connections touched since the last call."""
         out: list[tuple[bytes, Address]] = []
+        if self._reset_output:
+            out, self._reset_output = self._reset_output, []
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}
             for assoc in dirty:
+                datagrams = assoc.connection.datagrams_to_send(now)
+                if assoc.migration is not None:
+                    datagrams = limit_output(assoc, datagrams, self.stats)
                 address = assoc.address
-                out.extend([(data, address) for data in assoc.connection.datagrams_to_send(now)])
+                out.extend([(data, address) for data in datagrams])
                 self._refresh(assoc)
         self.stats.datagrams_sent += len(out)
         return out
@@ -537,6 +587,9 @@ class Endpoint:
             self.stats.connections_removed += 1
         if assoc._syn_key is not None and self._by_syn.get(assoc._syn_key) is assoc:
             del self._by_syn[assoc._syn_key]
+        if assoc._remote_id is not None:
+            self._resets.forget(assoc._remote_id, assoc)
+        assoc.migration = None
         assoc._timer = None
         if not self._is_established(assoc):
             # A handshake that failed has nothing for accept() to hand out.

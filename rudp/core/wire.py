@@ -573,3 +573,9 @@ def decode_handshake(payload: bytes) -> Handshake:
     if max_datagram_size < OVERHEAD + 1:
         raise BadPacket("peer's max_datagram_size is too small to carry data")
     return Handshake(source_connection_id, max_datagram_size, reset_token)
+
+
+def peek_type(datagram: bytes) -> int:
+    """The type code of a datagram this implementation encoded (not validated: for
+    telling our own outgoing packets apart, never for input)."""
+    return datagram[1]

@@ -136,7 +136,19 @@ class DriverOptions:
     (64 KiB messages), 512 was 5-10% faster than 256 in both drivers and 1024
     no faster than 512."""
 
+    static_key: bytes | None = None
+    """The key the stateless-reset tokens of this endpoint's connections are made from
+    (specs/protocol.md section 6.6), at least 16 bytes.  ``None``: the per-user key
+    file of ``rudp.drivers.static_key`` (``$RUDP_STATIC_KEY_FILE``, else
+    ``~/.local/state/rudp/static-key``), created on first use, so a restarted program
+    answers its old peers' packets with resets they believe and they fail at once.
+    Programs that must not share the user's key pass their own."""
+
     def __post_init__(self) -> None:
+        if self.static_key is not None and (
+            not isinstance(self.static_key, bytes) or len(self.static_key) < 16
+        ):
+            raise ValueError("static_key must be bytes, at least 16 of them")
         if self.send_buffer < 1 or (self.recv_buffer is not None and self.recv_buffer < 1):
             raise ValueError("send_buffer and recv_buffer must be positive")
         if (self.linger is not None and self.linger < 0) or (
@@ -147,6 +159,14 @@ class DriverOptions:
             raise ValueError("backlog and recv_batch must be positive")
         if self.socket_buffer is not None and self.socket_buffer < 1:
             raise ValueError("socket_buffer must be positive or None")
+
+    def endpoint_static_key(self) -> bytes:
+        """``static_key``, or the persistent per-user key when it is None."""
+        if self.static_key is not None:
+            return self.static_key
+        from rudp.drivers.static_key import load_static_key
+
+        return load_static_key()
 
     def recv_buffer_for(self, config: Config) -> int:
         """``recv_buffer`` with its default resolved against ``config``."""

@@ -342,7 +342,12 @@ async def open_endpoint(
             # An IPv6 address means IPv6 only; dual-stack would make one peer two addresses.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(local)
-        endpoint = Endpoint(config, accepting=server, backlog=options.backlog)
+        endpoint = Endpoint(
+            config,
+            accepting=server,
+            backlog=options.backlog,
+            static_key=options.endpoint_static_key(),
+        )
         protocol = EndpointProtocol(
             endpoint, sock, config, options, on_accept=on_accept, close_when_idle=not server
         )

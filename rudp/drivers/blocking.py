@@ -242,7 +242,12 @@ class Engine:
             for closeable in (self.sock, self._wake_r, self._wake_w):
                 closeable.close()
             raise
-        self.endpoint = Endpoint(config, accepting=accepting, backlog=options.backlog)
+        self.endpoint = Endpoint(
+            config,
+            accepting=accepting,
+            backlog=options.backlog,
+            static_key=options.endpoint_static_key(),
+        )
         self.cond = threading.Condition(threading.Lock())
         self.on_event = on_event
         """Called (cond held) for every event after the ledger is updated."""

@@ -16,6 +16,12 @@ datagrams.  Only the timing of real sockets is not reproducible.
 The mapping table is bounded (``max_clients``) and idle mappings expire, so a
 stray scanner cannot make the proxy hold sockets forever.
 
+``rebind_after=N`` (``rudp proxy --rebind-after N``), or a call to :meth:`LossyProxy.rebind`,
+simulates a NAT rebinding: a client's upstream socket is replaced by a new one on
+another local port, so the server sees the same peer arrive from a new address
+(specs/protocol.md section 6.7).  Replies still in flight to the old port are lost,
+as behind a real NAT.
+
 Use it in-process::
 
     with LossyProxy(("127.0.0.1", 9000), LinkProfile(loss=0.1), seed=1) as proxy:
@@ -160,6 +166,8 @@ class ProxyStats:
     """Mappings removed after ``idle_timeout`` of silence."""
     clients_rejected: int = 0
     """Datagrams from new clients dropped because the table was full."""
+    rebinds: int = 0
+    """Upstream sockets replaced by one on a new port (simulated NAT rebindings)."""
     to_server: DirectionStats = field(default_factory=DirectionStats)
     """Client to upstream."""
     to_client: DirectionStats = field(default_factory=DirectionStats)
@@ -169,7 +177,8 @@ class ProxyStats:
         """Render the counters as a few human-readable lines."""
         lines = [
             f"clients: {self.clients_seen} seen, {self.clients_active} active, "
-            f"{self.clients_expired} expired, {self.clients_rejected} datagrams rejected"
+            f"{self.clients_expired} expired, {self.clients_rejected} datagrams rejected, "
+            f"{self.rebinds} rebinds"
         ]
         for name, direction in (
             ("client->server", self.to_server),
@@ -212,11 +221,21 @@ def _add_counters(total: dict[str, float], extra: dict[str, float]) -> None:
 class _Client:
     """One client address: its upstream socket and a link per direction."""
 
-    __slots__ = ("address", "last_active", "reverse", "sock", "to_server")
+    __slots__ = (
+        "address",
+        "last_active",
+        "rebound",
+        "reverse",
+        "sent_upstream",
+        "sock",
+        "to_server",
+    )
 
     def __init__(self, address: Address, sock: socket.socket, to_server: Link, reverse: Link):
         self.address = address
         self.sock = sock
+        self.sent_upstream = 0
+        self.rebound = False
         self.to_server = to_server
         self.reverse = reverse
         self.last_active = 0.0
@@ -246,7 +265,12 @@ class LossyProxy:
         idle_timeout: float = 60.0,
         batch: int = 256,
         clock: Callable[[], float] = time.monotonic,
+        rebind_after: int | None = None,
     ) -> None:
+        if rebind_after is not None and rebind_after < 1:
+            raise ValueError("rebind_after must be positive")
+        self._rebind_after = rebind_after
+        self._rebind_requested = False
         if max_clients < 1:
             raise ValueError("max_clients must be positive")
         if idle_timeout <= 0:
@@ -322,6 +346,15 @@ class LossyProxy:
                 _add_counters(snap.to_client.link, _link_counters(client.reverse))
         return snap
 
+    def rebind(self) -> None:
+        """Move every client's upstream socket to a new local port (a NAT rebinding).
+
+        Safe from any thread: the serving loop does it on its next round.
+        """
+        self._rebind_requested = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
     def start(self) -> LossyProxy:
         """Serve on a daemon thread; returns self so ``proxy = LossyProxy(...).start()``."""
         if self._thread is not None:
@@ -393,6 +426,10 @@ class LossyProxy:
             else:
                 self._read_upstream(key.data)
         now = self._clock()
+        if self._rebind_requested:
+            self._rebind_requested = False
+            for client in list(self._clients.values()):
+                self._rebind(client)
         self._deliver_due(now)
         if now >= self._next_expiry_check:
             self._expire_idle(now)
@@ -469,6 +506,9 @@ class LossyProxy:
                 self._sock.sendto(datagram, client.address)
             else:
                 client.sock.send(datagram)
+                client.sent_upstream += 1
+                if client.sent_upstream == self._rebind_after and not client.rebound:
+                    self._rebind(client)
         except OSError:
             # A full socket buffer or an ICMP error: a real, unmodelled loss.
             with self._lock:
@@ -515,6 +555,24 @@ class LossyProxy:
             self._clients[address] = client
             self._stats.clients_seen += 1
         return client
+
+    def _rebind(self, client: _Client) -> None:
+        """Replace ``client``'s upstream socket by one on a new local port."""
+        sock = self._make_socket(self._upstream_family)
+        try:
+            sock.connect(self._upstream)
+        except OSError:
+            sock.close()
+            return
+        old = client.sock
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(old)
+        old.close()
+        client.sock = sock
+        client.rebound = True
+        self._selector.register(sock, selectors.EVENT_READ, client)
+        with self._lock:
+            self._stats.rebinds += 1
 
     def _expire_idle(self, now: float) -> None:
         stale = [
