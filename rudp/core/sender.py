@@ -370,9 +370,16 @@ class Sender:
         delivered: list[int] = []
         if ack > una:
             # Cumulative progress: every record below ack goes (O(newly acked)).
+            pop = sent.pop
             for seq in range(una, ack):
-                record = sent.pop(seq, None)
-                if record is not None and not record.sacked:
+                record = pop(seq, None)
+                if record is None or record.sacked:
+                    continue
+                if record.lost_at is None:
+                    # The common case, inline: never declared lost, so there is no
+                    # spurious loss to detect (see _delivered).
+                    delivered += record.pns
+                else:
                     self._delivered(record, delivered, largest_pn, now)
             self.snd_una = ack
             self._sacked.discard_below(ack)
