@@ -19,7 +19,7 @@ from typing import Final
 
 from rudp.config import Config
 from rudp.core.rangeset import RangeSet
-from rudp.core.wire import AckFields, ack_delay_units, expand_seq
+from rudp.core.wire import SEQ_MASK, AckFields, ack_delay_units, expand_seq
 from rudp.events import Event, MessageReceived
 
 ACCEPTED: Final = 0
@@ -238,7 +238,9 @@ class Receiver:
 
     def on_packet_number(self, wire_pn: int, now: float) -> None:
         """A plausible packet of the peer arrived with packet number ``wire_pn`` (32 bits)."""
-        pn = expand_seq(wire_pn, self.largest_pn + 1)
+        expected = self.largest_pn + 1
+        # The next packet number is the common case: it is its own expansion.
+        pn = expected if wire_pn == (expected & SEQ_MASK) else expand_seq(wire_pn, expected)
         if self.largest_pn < pn <= self.largest_pn + MAX_PN_JUMP:
             self.largest_pn = pn
             self._largest_pn_time = now
