@@ -64,10 +64,12 @@ class _Sent:
         self.payload = payload
         self.fragments_left = fragments_left
         self.is_fin = is_fin
-        self.pns = [pn]
-        """Packet numbers of its transmissions that Recovery still tracks."""
         self.last_pn = pn
         """Packet number of its latest transmission."""
+        self.pns: list[int] | None = None
+        """Packet numbers of its transmissions that Recovery still tracks; ``None`` stands
+        for ``[last_pn]``, the common case of a single transmission (so a packet sent
+        once costs no list: one object fewer per packet for the garbage collector)."""
         self.lost = False
         """Declared lost and queued for retransmission."""
         self.lost_at: float | None = None
@@ -249,7 +251,10 @@ class Sender:
 
     def _transmit(self, now: float, seq: int, record: _Sent) -> int:
         pn = self.recovery.allocate_pn()
-        record.pns.append(pn)
+        if record.pns is None:
+            record.pns = [record.last_pn, pn]
+        else:
+            record.pns.append(pn)
         record.last_pn = pn
         self.recovery.on_packet_sent(pn, seq, now)
         return pn
@@ -375,10 +380,10 @@ class Sender:
                 record = pop(seq, None)
                 if record is None or record.sacked:
                     continue
-                if record.lost_at is None:
-                    # The common case, inline: never declared lost, so there is no
-                    # spurious loss to detect (see _delivered).
-                    delivered += record.pns
+                if record.pns is None and record.lost_at is None:
+                    # The common case, inline: sent once and never declared lost, so
+                    # there is no spurious loss to detect (see _delivered).
+                    delivered.append(record.last_pn)
                 else:
                     self._delivered(record, delivered, largest_pn, now)
             self.snd_una = ack
@@ -403,7 +408,11 @@ class Sender:
 
     def _delivered(self, record: _Sent, delivered: list[int], largest_pn: int, now: float) -> None:
         """The peer holds ``record``'s data: its transmissions are acknowledged."""
-        delivered.extend(record.pns)  # the record is popped or SACKed: pns is done with
+        # (The record is popped or SACKed: its packet numbers are done with.)
+        if record.pns is None:
+            delivered.append(record.last_pn)
+        else:
+            delivered.extend(record.pns)
         if record.lost_at is not None and (record.lost or record.last_pn > largest_pn):
             # Its data arrived through a transmission older than the one we would send
             # (or sent) after declaring it lost: that loss was spurious (RFC 4015).
@@ -418,9 +427,14 @@ class Sender:
         record = self._sent.get(seq)
         if record is None or record.sacked:
             return
-        if pn in record.pns:
-            record.pns.remove(pn)
-        if record.pns or record.lost:
+        pns = record.pns
+        if pns is None:
+            if pn != record.last_pn:
+                return  # not its transmission: that one is still on its way
+            record.pns = pns = []
+        elif pn in pns:
+            pns.remove(pn)
+        if pns or record.lost:
             return  # a later transmission (a probe) is still on its way
         record.lost = True
         record.lost_at = now
