@@ -257,36 +257,63 @@ class Recovery:
         return pn
 
     def on_packet_sent(self, pn: int, seq: int, now: float) -> None:
-        """An ack-eliciting datagram went out: DATA/FIN (``seq``) or a PING (``PING``)."""
-        if seq == PING:
-            self._sent[pn] = SentPacket(pn, seq, now, False)
-        else:
-            # The hot path: once per DATA/FIN packet.  The stamp's fields go straight
-            # into the record (what DeliveryRateEstimator.on_packet_sent would return).
-            rate = self.rate
-            in_flight = self.in_flight
-            if in_flight == 0:
-                rate.start_flight(now)
-            self._sent[pn] = _new_tuple(
-                SentPacket,
-                (
-                    pn,
-                    seq,
-                    now,
-                    True,
-                    rate.delivered,
-                    rate.delivered_time,
-                    rate.first_sent_time,
-                    rate.is_app_limited,
-                ),
-            )
-            self.in_flight = in_flight = in_flight + 1
-            if self._cc_on_packet_sent is not None:
-                self._cc_on_packet_sent(now, in_flight)
+        """An ack-eliciting datagram went out: DATA/FIN (``seq``) or a PING (``PING``).
+
+        ``pn`` comes from ``allocate_pn``.  A burst of new data is recorded with
+        ``on_burst_sent`` instead (one call, not two per packet).
+        """
+        if seq != PING:
+            self._record_data(pn, seq, 1, now)
+            return
+        self._sent[pn] = SentPacket(pn, seq, now, False)
         self._order.append(pn)
+        self._restart_pto(now)
+
+    def on_burst_sent(self, first_pn: int, first_seq: int, count: int, now: float) -> None:
+        """``count`` DATA/FIN packets went out at ``now``, numbered as one run.
+
+        Sequence numbers ``first_seq, first_seq + 1, ...`` went in packets
+        ``first_pn, first_pn + 1, ...``, and ``first_pn`` is ``next_pn``: the sender
+        numbers a burst of new data itself while it cuts it, and takes the numbers
+        here, which is ``allocate_pn`` and ``on_packet_sent`` for each of them.
+        """
+        assert first_pn == self.next_pn, "a burst starts at next_pn"
+        self.next_pn = first_pn + count
+        self._record_data(first_pn, first_seq, count, now)
+
+    def _record_data(self, first_pn: int, first_seq: int, count: int, now: float) -> None:
+        """Records for ``count`` DATA/FIN transmissions: the per-packet hot path."""
+        rate = self.rate
+        if self.in_flight == 0:
+            rate.start_flight(now)
+        # The stamp's fields go straight into each record (what on_packet_sent of the
+        # DeliveryRateEstimator would return); nothing changes them within a burst.
+        delivered = rate.delivered
+        delivered_time = rate.delivered_time
+        first_sent_time = rate.first_sent_time
+        app_limited = rate.is_app_limited
+        sent = self._sent
+        seq = first_seq
+        for pn in range(first_pn, first_pn + count):
+            sent[pn] = _new_tuple(
+                SentPacket,
+                (pn, seq, now, True, delivered, delivered_time, first_sent_time, app_limited),
+            )
+            seq += 1
+        self._order.extend(range(first_pn, first_pn + count))
+        on_packet_sent = self._cc_on_packet_sent
+        if on_packet_sent is None:
+            self.in_flight += count
+        else:
+            for _ in range(count):
+                self.in_flight += 1
+                on_packet_sent(now, self.in_flight)
+        self._restart_pto(now)
+
+    def _restart_pto(self, now: float) -> None:
+        """RFC 9002 section 6.2.1: each ack-eliciting packet restarts the probe timer."""
         self._last_eliciting_time = now
-        # RFC 9002 section 6.2.1: restarted by each ack-eliciting packet (the duration is
-        # recomputed only when an RTT sample or the backoff changed it).
+        # The duration is recomputed only when an RTT sample or the backoff changed it.
         if self.rtt.samples != self._pto_samples or self.pto_count != self._pto_backoff:
             self._pto_samples = self.rtt.samples
             self._pto_backoff = self.pto_count

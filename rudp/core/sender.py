@@ -279,10 +279,11 @@ class Sender:
         if budget <= 0:
             return 0
         recovery = self.recovery
-        allocate = recovery.allocate_pn
-        on_sent = recovery.on_packet_sent
         sent = self._sent
         first_new = seq = self.snd_nxt
+        # The burst's packets are numbered consecutively from recovery.next_pn, and
+        # recovery records them all at the end (on_burst_sent): no call per packet.
+        first_pn = pn = recovery.next_pn
         queue = self._queue
         # New packets need room in the peer's window and in max_send_window too.
         limit = min(self.peer_edge, self.snd_una + self._config.max_send_window, seq + budget)
@@ -298,7 +299,9 @@ class Sender:
                     payload: Payload = data
                     fragments_left = 0
                 else:
-                    end = min(offset + max_payload, length)
+                    end = offset + max_payload
+                    if end > length:
+                        end = length
                     payload = memoryview(data)[offset:end]
                     fragments_left = (length - end + max_payload - 1) // max_payload
                     offset = end
@@ -306,20 +309,20 @@ class Sender:
                     queue.popleft()
                     offset = 0
                     unacked.append((seq, message_id, length))
-                pn = allocate()
                 sent[seq] = _Sent(payload, fragments_left, False, pn)
-                on_sent(pn, seq, now)
                 out.append((pn, seq, payload, fragments_left, False, False))
+                pn += 1
                 seq += 1
             self._offset = offset
         if not queue and seq - first_new < budget and self.fin_requested and self.fin_seq is None:
             # The FIN needs no room in the peer's window (it carries no data).
             self.fin_seq = seq
-            pn = allocate()
             sent[seq] = _Sent(b"", 0, True, pn)
-            on_sent(pn, seq, now)
             out.append((pn, seq, b"", 0, True, False))
+            pn += 1
             seq += 1
+        if seq > first_new:
+            recovery.on_burst_sent(first_pn, first_new, seq - first_new, now)
         self.snd_nxt = seq
         return seq - first_new
 
