@@ -89,6 +89,8 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self.endpoint = endpoint
         """The sans-IO multiplexer (read ``endpoint.stats`` for routing counters)."""
         self._sock = sock
+        # An IPv4 socket's addresses are (host, port) already: no copy per datagram.
+        self._normalise = normalise_address if sock.family == socket.AF_INET6 else None
         self._transport: asyncio.DatagramTransport | None = None
         self._write_buffer_size: Callable[[], int] | None = None
         self._connections: dict[Association, Connection] = {}  # not yet finished
@@ -116,7 +118,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """Drain the socket, feed the endpoint once, then run a service pass."""
         first = (data, normalise_address(addr))
-        batch = drain(self._sock, self.options.recv_batch - 1, [first], normalise_address)
+        batch = drain(self._sock, self.options.recv_batch - 1, [first], self._normalise)
         self.endpoint.receive_datagrams(batch, self.loop.time())
         self.service()
 
