@@ -19,7 +19,7 @@ from typing import Final
 
 from rudp.config import Config
 from rudp.core.rangeset import RangeSet
-from rudp.core.wire import AckFields, ack_delay_units, expand_seq
+from rudp.core.wire import SEQ_MASK, AckFields, ack_delay_units, expand_seq
 from rudp.events import Event, MessageReceived
 
 ACCEPTED: Final = 0
@@ -137,37 +137,46 @@ class Receiver:
                 elif self.ack_deadline is None:
                     self.ack_deadline = now + self._config.max_ack_delay
             return ACCEPTED
-        if seq < rcv_next or seq in self._held:
-            # RFC 5681 section 4.2 / RFC 9000 section 13.2.1: a duplicate is acked at once
-            # (our earlier ack may have been lost).
-            self.duplicates += 1
-            self._last_arrival = seq
-            self.ack_now = True
-            return DUPLICATE
-        fin_seq = self.fin_seq
-        if fin_seq is not None and (seq > fin_seq or (is_fin and seq != fin_seq)):
-            return DROPPED  # nothing follows a FIN
-        limit = self._window_size - self.unread
-        if is_fin and limit < 1:
-            limit = 1  # a FIN needs no buffer: accept it at rcv_next even with a zero window
-        if seq >= rcv_next + limit:
-            # Outside the window (RFC 9293 section 3.10.7.4): drop, but tell the sender
-            # where the window is.
-            self.ack_now = True
-            return DROPPED
-        if is_fin:
-            last = self.ranges.last
-            if last is not None and last - 1 > seq:
-                return DROPPED  # data beyond the FIN: drop the FIN, keep the data
-            self.fin_seq = seq
-            self.ack_now = True  # a FIN is acked immediately (specs/protocol.md section 6)
-        if seq != rcv_next:
-            # Out of order: hold it, ack at once so the sender sees the gap (RFC 5681 4.2).
-            self._held[seq] = (is_fin, fragments_left, data)
-            self.ranges.add(seq, seq + 1)
-            self._last_arrival = seq
-            self.ack_now = True
-            return ACCEPTED
+        # None of the rules below can apply to the next packet when nothing is held, no
+        # FIN was seen and the window has room: the next fragment of a message, mostly.
+        if not (
+            seq == rcv_next
+            and not is_fin
+            and not self._held
+            and self.fin_seq is None
+            and self.unread < self._window_size
+        ):
+            if seq < rcv_next or seq in self._held:
+                # RFC 5681 section 4.2 / RFC 9000 section 13.2.1: a duplicate is acked at
+                # once (our earlier ack may have been lost).
+                self.duplicates += 1
+                self._last_arrival = seq
+                self.ack_now = True
+                return DUPLICATE
+            fin_seq = self.fin_seq
+            if fin_seq is not None and (seq > fin_seq or (is_fin and seq != fin_seq)):
+                return DROPPED  # nothing follows a FIN
+            limit = self._window_size - self.unread
+            if is_fin and limit < 1:
+                limit = 1  # a FIN needs no buffer: accept it at rcv_next even with a zero window
+            if seq >= rcv_next + limit:
+                # Outside the window (RFC 9293 section 3.10.7.4): drop, but tell the sender
+                # where the window is.
+                self.ack_now = True
+                return DROPPED
+            if is_fin:
+                last = self.ranges.last
+                if last is not None and last - 1 > seq:
+                    return DROPPED  # data beyond the FIN: drop the FIN, keep the data
+                self.fin_seq = seq
+                self.ack_now = True  # a FIN is acked immediately (specs/protocol.md section 6)
+            if seq != rcv_next:
+                # Out of order: hold it, ack at once so the sender sees the gap (RFC 5681 4.2).
+                self._held[seq] = (is_fin, fragments_left, data)
+                self.ranges.add(seq, seq + 1)
+                self._last_arrival = seq
+                self.ack_now = True
+                return ACCEPTED
         result = self._consume(is_fin, fragments_left, data)
         rcv_next += 1
         held = self._held
@@ -238,7 +247,13 @@ class Receiver:
 
     def on_packet_number(self, wire_pn: int, now: float) -> None:
         """A plausible packet of the peer arrived with packet number ``wire_pn`` (32 bits)."""
-        pn = expand_seq(wire_pn, self.largest_pn + 1)
+        expected = self.largest_pn + 1
+        if wire_pn == (expected & SEQ_MASK):
+            # The next packet number, the common case: its own expansion, and new.
+            self.largest_pn = expected
+            self._largest_pn_time = now
+            return
+        pn = expand_seq(wire_pn, expected)
         if self.largest_pn < pn <= self.largest_pn + MAX_PN_JUMP:
             self.largest_pn = pn
             self._largest_pn_time = now

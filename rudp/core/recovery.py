@@ -30,11 +30,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 from rudp.config import Config
 from rudp.core.congestion.base import CongestionController
-from rudp.core.congestion.delivery_rate import DeliveryRateEstimator, RateStamp
+from rudp.core.congestion.delivery_rate import DeliveryRateEstimator
 
 K_PACKET_THRESHOLD: Final = 3
 """RFC 9002 section 6.1.1: reordering tolerated before a packet is declared lost
@@ -153,23 +153,33 @@ class RttEstimator:
         return min(max(pto, self._min_rto), self._max_rto)
 
 
-class SentPacket:
-    """One ack-eliciting transmission not yet acknowledged or declared lost."""
+class SentPacket(NamedTuple):
+    """One ack-eliciting transmission not yet acknowledged or declared lost.
 
-    __slots__ = ("in_flight", "pn", "sent_time", "seq", "stamp")
+    A DATA/FIN record is also the packet's delivery-rate stamp (a
+    ``rudp.core.congestion.delivery_rate.Stamp``): it holds the four fields
+    ``DeliveryRateEstimator.on_packet_sent`` would return, so a transmission
+    costs one object, not two.  A PING's stamp fields are unused.  A NamedTuple,
+    built with ``tuple.__new__`` on the hot path (as ``rudp.core.wire`` builds its
+    packets): a record per packet is several times cheaper as a tuple than as an
+    object with ``__init__``, and nothing changes it once it is made.
+    """
 
-    def __init__(
-        self, pn: int, seq: int, sent_time: float, in_flight: bool, stamp: RateStamp | None
-    ) -> None:
-        self.pn = pn
-        """Its packet number."""
-        self.seq = seq
-        """The sequence number of the DATA/FIN it carried, or ``PING``."""
-        self.sent_time = sent_time
-        self.in_flight = in_flight
-        """Counts towards the congestion window (DATA and FIN do; PINGs do not)."""
-        self.stamp = stamp
-        """Delivery-rate state at send time (draft-cheng-iccrg-delivery-rate-estimation)."""
+    pn: int
+    """Its packet number."""
+    seq: int
+    """The sequence number of the DATA/FIN it carried, or ``PING``."""
+    sent_time: float
+    in_flight: bool
+    """Counts towards the congestion window (DATA and FIN do; PINGs do not)."""
+    # The delivery-rate stamp (draft-cheng-iccrg-delivery-rate-estimation's P.*).
+    delivered: int = 0
+    delivered_time: float = 0.0
+    first_sent_time: float = 0.0
+    is_app_limited: bool = False
+
+
+_new_tuple = tuple.__new__
 
 
 class Recovery:
@@ -216,8 +226,18 @@ class Recovery:
         """Consecutive probe timeouts without an acknowledgement: the backoff exponent
         and the give-up budget (``Config.max_retransmits``)."""
         self._last_eliciting_time: float | None = None
-        self._pto_key = (-1, -1)  # (rtt.samples, pto_count) behind _pto_duration
+        # _pto_duration is cached: it changes only with an RTT sample or the backoff,
+        # and these are the rtt.samples and pto_count it was computed for.
+        self._pto_samples = -1
+        self._pto_backoff = -1
         self._pto_duration = 0.0
+        # Every controller so far ignores on_packet_sent (the hook is CongestionController's
+        # no-op default): skip the call per packet unless the controller overrides it.
+        self._cc_on_packet_sent = (
+            cc.on_packet_sent
+            if type(cc).on_packet_sent is not CongestionController.on_packet_sent
+            else None
+        )
         self._first_sample_time: float | None = None
         self._recovery_start = float("-inf")
         self._undone = True
@@ -237,21 +257,66 @@ class Recovery:
         return pn
 
     def on_packet_sent(self, pn: int, seq: int, now: float) -> None:
-        """An ack-eliciting datagram went out: DATA/FIN (``seq``) or a PING (``PING``)."""
-        in_flight = seq != PING
-        stamp = None
-        if in_flight:
-            stamp = self.rate.on_packet_sent(now, self.in_flight)
-            self.in_flight += 1
-            self.cc.on_packet_sent(now, self.in_flight)
-        self._sent[pn] = SentPacket(pn, seq, now, in_flight, stamp)
+        """An ack-eliciting datagram went out: DATA/FIN (``seq``) or a PING (``PING``).
+
+        ``pn`` comes from ``allocate_pn``.  A burst of new data is recorded with
+        ``on_burst_sent`` instead (one call, not two per packet).
+        """
+        if seq != PING:
+            self._record_data(pn, seq, 1, now)
+            return
+        self._sent[pn] = SentPacket(pn, seq, now, False)
         self._order.append(pn)
+        self._restart_pto(now)
+
+    def on_burst_sent(self, first_pn: int, first_seq: int, count: int, now: float) -> None:
+        """``count`` DATA/FIN packets went out at ``now``, numbered as one run.
+
+        Sequence numbers ``first_seq, first_seq + 1, ...`` went in packets
+        ``first_pn, first_pn + 1, ...``, and ``first_pn`` is ``next_pn``: the sender
+        numbers a burst of new data itself while it cuts it, and takes the numbers
+        here, which is ``allocate_pn`` and ``on_packet_sent`` for each of them.
+        """
+        assert first_pn == self.next_pn, "a burst starts at next_pn"
+        self.next_pn = first_pn + count
+        self._record_data(first_pn, first_seq, count, now)
+
+    def _record_data(self, first_pn: int, first_seq: int, count: int, now: float) -> None:
+        """Records for ``count`` DATA/FIN transmissions: the per-packet hot path."""
+        rate = self.rate
+        if self.in_flight == 0:
+            rate.start_flight(now)
+        # The stamp's fields go straight into each record (what on_packet_sent of the
+        # DeliveryRateEstimator would return); nothing changes them within a burst.
+        delivered = rate.delivered
+        delivered_time = rate.delivered_time
+        first_sent_time = rate.first_sent_time
+        app_limited = rate.is_app_limited
+        sent = self._sent
+        seq = first_seq
+        for pn in range(first_pn, first_pn + count):
+            sent[pn] = _new_tuple(
+                SentPacket,
+                (pn, seq, now, True, delivered, delivered_time, first_sent_time, app_limited),
+            )
+            seq += 1
+        self._order.extend(range(first_pn, first_pn + count))
+        on_packet_sent = self._cc_on_packet_sent
+        if on_packet_sent is None:
+            self.in_flight += count
+        else:
+            for _ in range(count):
+                self.in_flight += 1
+                on_packet_sent(now, self.in_flight)
+        self._restart_pto(now)
+
+    def _restart_pto(self, now: float) -> None:
+        """RFC 9002 section 6.2.1: each ack-eliciting packet restarts the probe timer."""
         self._last_eliciting_time = now
-        # RFC 9002 section 6.2.1: restarted by each ack-eliciting packet (the hot path:
-        # the duration is recomputed only when an RTT sample or the backoff changed it).
-        rtt = self.rtt
-        if self._pto_key != (rtt.samples, self.pto_count):
-            self._pto_key = (rtt.samples, self.pto_count)
+        # The duration is recomputed only when an RTT sample or the backoff changed it.
+        if self.rtt.samples != self._pto_samples or self.pto_count != self._pto_backoff:
+            self._pto_samples = self.rtt.samples
+            self._pto_backoff = self.pto_count
             self._pto_duration = self.pto_duration()
         self.pto_deadline = now + self._pto_duration
 
@@ -291,8 +356,9 @@ class Recovery:
                 if packet.seq == PING:
                     del sent[largest_pn]
         acked = 0
+        sampled = 0  # delivered packets that count for the delivery rate
+        newest: SentPacket | None = None  # the most recently sent of them (ties: the last)
         newest_sent_time = float("-inf")
-        rate = self.rate
         for pn in delivered:
             packet = sent.pop(pn, None)
             if packet is None or not packet.in_flight:
@@ -303,10 +369,14 @@ class Recovery:
                 # earlier transmission, so this one says nothing about the path's rate
                 # or delay (Karn's ambiguity, resolved by the echo).
                 continue
-            if packet.sent_time > newest_sent_time:
+            sampled += 1
+            if packet.sent_time >= newest_sent_time:
                 newest_sent_time = packet.sent_time
-            if packet.stamp is not None:
-                rate.on_packet_delivered(packet.stamp, packet.sent_time, now)
+                newest = packet
+        rate = self.rate
+        if newest is not None:
+            # One call per ack, not per packet: only the newest packet's stamp matters.
+            rate.on_packets_delivered(sampled, newest, newest_sent_time, now)
         self.in_flight -= acked
         if acked or progressed:
             # RFC 9002 section 6.2.1: an acknowledgement resets the PTO backoff.

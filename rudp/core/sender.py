@@ -64,10 +64,12 @@ class _Sent:
         self.payload = payload
         self.fragments_left = fragments_left
         self.is_fin = is_fin
-        self.pns = [pn]
-        """Packet numbers of its transmissions that Recovery still tracks."""
         self.last_pn = pn
         """Packet number of its latest transmission."""
+        self.pns: list[int] | None = None
+        """Packet numbers of its transmissions that Recovery still tracks; ``None`` stands
+        for ``[last_pn]``, the common case of a single transmission (so a packet sent
+        once costs no list: one object fewer per packet for the garbage collector)."""
         self.lost = False
         """Declared lost and queued for retransmission."""
         self.lost_at: float | None = None
@@ -249,7 +251,10 @@ class Sender:
 
     def _transmit(self, now: float, seq: int, record: _Sent) -> int:
         pn = self.recovery.allocate_pn()
-        record.pns.append(pn)
+        if record.pns is None:
+            record.pns = [record.last_pn, pn]
+        else:
+            record.pns.append(pn)
         record.last_pn = pn
         self.recovery.on_packet_sent(pn, seq, now)
         return pn
@@ -274,10 +279,11 @@ class Sender:
         if budget <= 0:
             return 0
         recovery = self.recovery
-        allocate = recovery.allocate_pn
-        on_sent = recovery.on_packet_sent
         sent = self._sent
         first_new = seq = self.snd_nxt
+        # The burst's packets are numbered consecutively from recovery.next_pn, and
+        # recovery records them all at the end (on_burst_sent): no call per packet.
+        first_pn = pn = recovery.next_pn
         queue = self._queue
         # New packets need room in the peer's window and in max_send_window too.
         limit = min(self.peer_edge, self.snd_una + self._config.max_send_window, seq + budget)
@@ -293,7 +299,9 @@ class Sender:
                     payload: Payload = data
                     fragments_left = 0
                 else:
-                    end = min(offset + max_payload, length)
+                    end = offset + max_payload
+                    if end > length:
+                        end = length
                     payload = memoryview(data)[offset:end]
                     fragments_left = (length - end + max_payload - 1) // max_payload
                     offset = end
@@ -301,20 +309,20 @@ class Sender:
                     queue.popleft()
                     offset = 0
                     unacked.append((seq, message_id, length))
-                pn = allocate()
                 sent[seq] = _Sent(payload, fragments_left, False, pn)
-                on_sent(pn, seq, now)
                 out.append((pn, seq, payload, fragments_left, False, False))
+                pn += 1
                 seq += 1
             self._offset = offset
         if not queue and seq - first_new < budget and self.fin_requested and self.fin_seq is None:
             # The FIN needs no room in the peer's window (it carries no data).
             self.fin_seq = seq
-            pn = allocate()
             sent[seq] = _Sent(b"", 0, True, pn)
-            on_sent(pn, seq, now)
             out.append((pn, seq, b"", 0, True, False))
+            pn += 1
             seq += 1
+        if seq > first_new:
+            recovery.on_burst_sent(first_pn, first_new, seq - first_new, now)
         self.snd_nxt = seq
         return seq - first_new
 
@@ -370,9 +378,16 @@ class Sender:
         delivered: list[int] = []
         if ack > una:
             # Cumulative progress: every record below ack goes (O(newly acked)).
+            pop = sent.pop
             for seq in range(una, ack):
-                record = sent.pop(seq, None)
-                if record is not None and not record.sacked:
+                record = pop(seq, None)
+                if record is None or record.sacked:
+                    continue
+                if record.pns is None and record.lost_at is None:
+                    # The common case, inline: sent once and never declared lost, so
+                    # there is no spurious loss to detect (see _delivered).
+                    delivered.append(record.last_pn)
+                else:
                     self._delivered(record, delivered, largest_pn, now)
             self.snd_una = ack
             self._sacked.discard_below(ack)
@@ -396,7 +411,11 @@ class Sender:
 
     def _delivered(self, record: _Sent, delivered: list[int], largest_pn: int, now: float) -> None:
         """The peer holds ``record``'s data: its transmissions are acknowledged."""
-        delivered.extend(record.pns)  # the record is popped or SACKed: pns is done with
+        # (The record is popped or SACKed: its packet numbers are done with.)
+        if record.pns is None:
+            delivered.append(record.last_pn)
+        else:
+            delivered.extend(record.pns)
         if record.lost_at is not None and (record.lost or record.last_pn > largest_pn):
             # Its data arrived through a transmission older than the one we would send
             # (or sent) after declaring it lost: that loss was spurious (RFC 4015).
@@ -411,9 +430,14 @@ class Sender:
         record = self._sent.get(seq)
         if record is None or record.sacked:
             return
-        if pn in record.pns:
-            record.pns.remove(pn)
-        if record.pns or record.lost:
+        pns = record.pns
+        if pns is None:
+            if pn != record.last_pn:
+                return  # not its transmission: that one is still on its way
+            record.pns = pns = []
+        elif pn in pns:
+            pns.remove(pn)
+        if pns or record.lost:
             return  # a later transmission (a probe) is still on its way
         record.lost = True
         record.lost_at = now

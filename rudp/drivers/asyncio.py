@@ -89,7 +89,10 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self.endpoint = endpoint
         """The sans-IO multiplexer (read ``endpoint.stats`` for routing counters)."""
         self._sock = sock
+        # An IPv4 socket's addresses are (host, port) already: no copy per datagram.
+        self._normalise = normalise_address if sock.family == socket.AF_INET6 else None
         self._transport: asyncio.DatagramTransport | None = None
+        self._write_buffer_size: Callable[[], int] | None = None
         self._connections: dict[Association, Connection] = {}  # not yet finished
         self._send_blocked: set[Connection] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -108,11 +111,14 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         """Keep the transport (asyncio callback)."""
         # The selector transport does not subclass DatagramTransport (3.11).
         self._transport = cast(asyncio.DatagramTransport, transport)
+        # What it holds back, for _transmit's fast path; asyncio's own datagram
+        # transports have it (from WriteTransport), others may not.
+        self._write_buffer_size = getattr(transport, "get_write_buffer_size", None)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """Drain the socket, feed the endpoint once, then run a service pass."""
         first = (data, normalise_address(addr))
-        batch = drain(self._sock, self.options.recv_batch - 1, [first], normalise_address)
+        batch = drain(self._sock, self.options.recv_batch - 1, [first], self._normalise)
         self.endpoint.receive_datagrams(batch, self.loop.time())
         self.service()
 
@@ -212,10 +218,27 @@ class EndpointProtocol(asyncio.DatagramProtocol):
     def _transmit(self, now: float) -> None:
         datagrams = self.endpoint.datagrams_to_send(now)
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if not datagrams or transport is None or transport.is_closing():
             return
+        sent = 0
+        buffered = self._write_buffer_size
+        if buffered is not None and not buffered():
+            # While the transport holds nothing back, send on the socket directly: that is
+            # what transport.sendto does then, less its checks per datagram.  Errors are
+            # handled as it handles them; a full socket buffer hands this datagram and
+            # the rest to the transport, which queues them in order until the socket is
+            # writable.
+            sock_sendto = self._sock.sendto
+            for data, addr in datagrams:
+                try:
+                    sock_sendto(data, addr)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self.error_received(exc)
+                sent += 1
         sendto = transport.sendto
-        for data, addr in datagrams:
+        for data, addr in datagrams[sent:] if sent else datagrams:
             sendto(data, addr)
 
     def _arm_timer(self) -> None:

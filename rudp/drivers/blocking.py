@@ -427,15 +427,22 @@ class Engine:
                     self._sleep_until = deadline
                     self._sleeping = True
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                selector.select(timeout)
+                ready = [key.fileobj for key, _ in selector.select(timeout)]
                 with self.cond:
                     self._sleeping = False
                     if self._stopping:
                         return
-                    self._drain_wake()
+                    # Read only what select reported readable: an empty socket costs a
+                    # failing recv (a syscall and an exception) per wake-up otherwise, and
+                    # most wake-ups are for one of the two only.  A datagram arriving
+                    # after select is read at the next round (select returns at once).
+                    if self._wake_r in ready:
+                        self._drain_wake()
                     while self._posted:
                         self._posted.popleft()()
-                    batch = drain(self.sock, self.options.recv_batch, [])
+                    batch = (
+                        drain(self.sock, self.options.recv_batch, []) if self.sock in ready else []
+                    )
                     now = time.monotonic()
                     if batch:
                         self.endpoint.receive_datagrams(batch, now)

@@ -81,9 +81,12 @@ class CongestionController(ABC):
     def pacing_rate(self) -> float | None:
         """Packets per second the sender may release; ``None`` means no pacing."""
 
-    @abstractmethod
-    def on_packet_sent(self, now: float, in_flight: int) -> None:
-        """A packet that counts towards the flight was sent; ``in_flight`` includes it."""
+    def on_packet_sent(self, now: float, in_flight: int) -> None:  # noqa: B027 (an optional hook)
+        """A packet that counts towards the flight was sent; ``in_flight`` includes it.
+
+        Optional: the default does nothing, and a controller that does not override
+        it is not called at all (``Recovery`` skips the call, once per packet).
+        """
 
     @abstractmethod
     def on_ack(

@@ -263,9 +263,6 @@ class Bbr(CongestionController):
 
     # --- hooks -----------------------------------------------------------------------
 
-    def on_packet_sent(self, now: float, in_flight: int) -> None:
-        """Nothing to do: the sender's ``DeliveryRateEstimator`` stamps the packet."""
-
     def on_ack(
         self,
         now: float,

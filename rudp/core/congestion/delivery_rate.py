@@ -9,10 +9,16 @@ How a sender uses it (the draft's "Transmitting a data packet" and "Upon
 receiving an ACK" steps):
 
 1. ``stamp = estimator.on_packet_sent(now, in_flight_before)`` for every
-   transmission; keep the stamp with the packet.
+   transmission; keep the stamp with the packet.  (A sender that keeps a record
+   per packet anyway may store the stamp's four fields in that record instead,
+   as ``rudp.core.recovery.SentPacket`` does: ``start_flight`` when nothing is in
+   flight, then copy ``delivered``, ``delivered_time``, ``first_sent_time`` and
+   ``is_app_limited``.  The record is then a ``Stamp`` itself.)
 2. For every packet an ack newly delivers (acknowledged or SACKed for the
    first time, whatever transmission carried it):
-   ``estimator.on_packet_delivered(stamp, sent_time, now)``.
+   ``estimator.on_packet_delivered(stamp, sent_time, now)``; or, once per ack,
+   ``estimator.on_packets_delivered(count, stamp, sent_time, now)`` with the
+   stamp of the most recently sent of them (the same result in one call).
 3. Once per ack, after those calls: ``sample = estimator.take_sample(now)``,
    passed to ``CongestionController.on_ack``.
 4. When the sender has window room but nothing to send:
@@ -26,7 +32,7 @@ says "not yet delivered"), so a clock starting at zero is fine.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from rudp.core.congestion.base import RateSample
 
@@ -48,6 +54,22 @@ class RateStamp(NamedTuple):
     """Sent inside an application-limited phase."""
 
 
+class Stamp(Protocol):
+    """What the estimator reads of a delivered packet's stamp: ``RateStamp``'s fields.
+
+    ``RateStamp`` has them, and so may a sender's own per-packet record.
+    """
+
+    @property
+    def delivered(self) -> int: ...
+    @property
+    def delivered_time(self) -> float: ...
+    @property
+    def first_sent_time(self) -> float: ...
+    @property
+    def is_app_limited(self) -> bool: ...
+
+
 class DeliveryRateEstimator:
     """Per-connection delivery-rate state (the draft's ``C.*``) and the sample being built (``rs``).
 
@@ -64,8 +86,6 @@ class DeliveryRateEstimator:
 
     __slots__ = (
         "_app_limited_until",
-        "_delivered_time",
-        "_first_sent_time",
         "_min_rtt",
         "_rs_ack_elapsed",
         "_rs_app_limited",
@@ -74,13 +94,21 @@ class DeliveryRateEstimator:
         "_rs_sent_time",
         "_rs_valid",
         "delivered",
+        "delivered_time",
+        "first_sent_time",
+        "is_app_limited",
     )
 
     def __init__(self) -> None:
         self.delivered = 0
-        """Packets delivered so far, each counted once, when first acked or SACKed."""
-        self._delivered_time = 0.0
-        self._first_sent_time = 0.0
+        """``C.delivered``: packets delivered so far, each counted once, when first acked
+        or SACKed."""
+        self.delivered_time = 0.0
+        """``C.delivered_time``: when ``delivered`` last grew (or the flight started)."""
+        self.first_sent_time = 0.0
+        """``C.first_sent_time``: send time of the first packet of the sampling flight."""
+        self.is_app_limited = False
+        """True inside an application-limited phase (packets sent now will be marked)."""
         self._app_limited_until = 0
         """``C.app_limited``: the ``delivered`` count that ends the app-limited phase; 0 = none."""
         self._min_rtt = float("inf")
@@ -91,29 +119,27 @@ class DeliveryRateEstimator:
         self._rs_app_limited = False
         self._rs_sent_time = float("-inf")
 
-    @property
-    def is_app_limited(self) -> bool:
-        """True inside an application-limited phase (packets sent now will be marked)."""
-        return self._app_limited_until != 0
+    def start_flight(self, now: float) -> None:
+        """Nothing is in flight and a packet is sent: a new sampling flight starts at ``now``.
+
+        So the idle time before it is not counted as delivery time (the draft:
+        "if no packets in flight").
+        """
+        self.first_sent_time = now
+        self.delivered_time = now
 
     def on_packet_sent(self, now: float, in_flight_before: int) -> RateStamp:
         """A packet is sent (first time or again); its stamp, to keep with it.
 
-        ``in_flight_before`` is the flight without this packet.  When nothing is
-        in flight a new sampling flight starts here, so the idle time before it
-        is not counted as delivery time (the draft: "if no packets in flight").
+        ``in_flight_before`` is the flight without this packet.
         """
         if in_flight_before == 0:
-            self._first_sent_time = now
-            self._delivered_time = now
+            self.start_flight(now)
         return RateStamp(
-            self.delivered,
-            self._delivered_time,
-            self._first_sent_time,
-            self._app_limited_until != 0,
+            self.delivered, self.delivered_time, self.first_sent_time, self.is_app_limited
         )
 
-    def on_packet_delivered(self, stamp: RateStamp, sent_time: float, now: float) -> None:
+    def on_packet_delivered(self, stamp: Stamp, sent_time: float, now: float) -> None:
         """One packet is newly delivered by the ack being processed at ``now``.
 
         The sample follows the most recently *sent* of the delivered packets
@@ -121,8 +147,18 @@ class DeliveryRateEstimator:
         the flight, and a late ack of an old retransmission cannot restart it.
         Ties go to the later call.
         """
-        self.delivered += 1
-        self._delivered_time = now
+        self.on_packets_delivered(1, stamp, sent_time, now)
+
+    def on_packets_delivered(self, count: int, stamp: Stamp, sent_time: float, now: float) -> None:
+        """``count`` packets are newly delivered by the ack being processed at ``now``.
+
+        ``stamp`` and ``sent_time`` are those of the most recently sent of them (the
+        last one, among equals, in the order ``on_packet_delivered`` would have been
+        called): the state is then exactly what ``count`` calls of
+        ``on_packet_delivered`` leave, since only that packet's stamp survives them.
+        """
+        self.delivered += count
+        self.delivered_time = now
         if self._rs_valid and sent_time < self._rs_sent_time:
             return
         self._rs_valid = True
@@ -132,7 +168,7 @@ class DeliveryRateEstimator:
         self._rs_send_elapsed = sent_time - stamp.first_sent_time
         self._rs_ack_elapsed = now - stamp.delivered_time
         # The next flight's send interval starts at this packet.
-        self._first_sent_time = sent_time
+        self.first_sent_time = sent_time
 
     def take_sample(self, now: float) -> RateSample | None:
         """The sample of the ack just processed, or ``None`` when it has none.
@@ -145,6 +181,7 @@ class DeliveryRateEstimator:
         if self._app_limited_until and self.delivered > self._app_limited_until:
             # Everything sent in the app-limited phase is delivered: it is over.
             self._app_limited_until = 0
+            self.is_app_limited = False
         if not self._rs_valid:
             return None
         self._rs_valid = False
@@ -174,3 +211,4 @@ class DeliveryRateEstimator:
         ``C.app_limited = max(C.delivered + C.inflight, 1)``).
         """
         self._app_limited_until = max(self.delivered + in_flight, 1)
+        self.is_app_limited = True

@@ -37,9 +37,6 @@ class Fixed(CongestionController):
         """Always ``None``: send as fast as the windows allow."""
         return None
 
-    def on_packet_sent(self, now: float, in_flight: int) -> None:
-        """Ignored."""
-
     def on_ack(
         self,
         now: float,

@@ -93,9 +93,6 @@ class NewReno(CongestionController):
         """True between a loss and the first acknowledgement of a packet sent after it."""
         return self._recovery_start != NO_RECOVERY
 
-    def on_packet_sent(self, now: float, in_flight: int) -> None:
-        """Nothing to do: the sender enforces the window itself."""
-
     def on_ack(
         self,
         now: float,
