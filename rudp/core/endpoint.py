@@ -113,10 +113,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
 from rudp.config import Config
+from rudp.core.connection_like import ConnectionFactory as ConnectionFactory
+from rudp.core.connection_like import ConnectionLike as ConnectionLike
+from rudp.core.connection_like import default_factory
 from rudp.core.endpoint_stats import EndpointStats
 from rudp.core.migration import Migration, follow_peer, limit_output
 from rudp.core.stateless_reset import DEFAULT_RESET_BURST, DEFAULT_RESET_RATE, StatelessResets
@@ -130,67 +133,6 @@ __all__ = ["Association", "ConnectionFactory", "ConnectionLike", "Endpoint", "En
 
 Address = Any
 """A peer address as the driver normalised it (compared for equality only)."""
-
-
-class ConnectionLike(Protocol):
-    """The part of ``SansIOConnection`` the endpoint uses (see ARCHITECTURE.md)."""
-
-    @property
-    def local_connection_id(self) -> int | None: ...
-
-    @property
-    def remote_connection_id(self) -> int | None: ...
-
-    @property
-    def largest_packet_number(self) -> int: ...
-
-    @property
-    def path(self) -> Any: ...  # a rudp.core.path.PathValidator
-
-    @property
-    def is_closed(self) -> bool: ...
-
-    @property
-    def is_established(self) -> bool: ...
-
-    @property
-    def close_done(self) -> bool: ...
-
-    def connect(self, now: float) -> None: ...
-
-    def close(self, now: float, *, reading: bool = True, left_unread: bool = False) -> None: ...
-
-    def send(self, message: bytes) -> int: ...
-
-    def abort(self, reason: str) -> None: ...
-
-    def receive_datagram(self, data: bytes, now: float) -> None: ...
-
-    def receive_packet(
-        self, packet: Packet, now: float, handshake: Handshake | None = None
-    ) -> None: ...
-
-    def datagrams_to_send(self, now: float) -> list[bytes]: ...
-
-    def get_timer(self) -> float | None: ...
-
-    def handle_timer(self, now: float) -> None: ...
-
-    def next_event(self) -> Event | None: ...
-
-
-ConnectionFactory = Callable[..., Any]
-"""``factory(config, *, is_client, rng, static_key) -> connection`` (a ``ConnectionLike``)."""
-
-
-def _default_factory(
-    config: Config, *, is_client: bool, rng: random.Random | None, static_key: bytes
-) -> Any:
-    # Imported lazily so the endpoint can be loaded (and tested with a fake
-    # core) independently of the core module.
-    from rudp.core.connection import SansIOConnection
-
-    return SansIOConnection(config, is_client=is_client, rng=rng, static_key=static_key)
 
 
 class Association:
@@ -338,7 +280,7 @@ class Endpoint:
         )
         self._reset_output: list[tuple[bytes, Address]] = []
         self._rng = rng
-        self._factory: ConnectionFactory = connection_factory or _default_factory
+        self._factory: ConnectionFactory = connection_factory or default_factory
         self._by_id: dict[int, Association] = {}
         self._by_syn: dict[tuple[Address, int], Association] = {}
         # Insertion-ordered dicts used as ordered sets.
