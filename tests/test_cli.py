@@ -171,7 +171,7 @@ def test_recv_once_times_out_with_nonzero_exit(tmp_path: Path, procs: list[CliPr
     assert "timed out waiting for a file" in receiver.text
 
 
-def test_cli_receiver_with_api_sender_names_are_sanitised(
+def test_cli_receiver_with_api_sender_refuses_dangerous_names(
     tmp_path: Path, procs: list[CliProc]
 ) -> None:
     out = tmp_path / "out"
@@ -183,11 +183,10 @@ def test_cli_receiver_with_api_sender_names_are_sanitised(
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     with rudp.connect(("127.0.0.1", port), timeout=10, peer_timeout=10) as conn:
-        for evil in ("../escape.bin", "/etc/escape.bin", "..", "a/../../b"):
+        for evil in ("../escape.bin", "/etc/escape.bin", "..", "a/../../b", "sub/dir/kept.bin"):
             with pytest.raises(TransferError, match="refused"):
                 filetransfer.send_file(conn, src, name=evil, chunk_size=65536)
-        # A name with directories is reduced to its last component.
-        ok = filetransfer.send_file(conn, src, name="sub/dir/kept.bin", chunk_size=65536)
+        ok = filetransfer.send_file(conn, src, name="kept.bin", chunk_size=65536)
         assert ok.sha256 == sha256(src)
         filetransfer.send_file(conn, empty)  # an empty file works too
     receiver.wait_for(re.compile(r"received empty"))
@@ -198,7 +197,7 @@ def test_cli_receiver_with_api_sender_names_are_sanitised(
     assert sorted(os.listdir(out)) == ["empty", "kept.bin"]
     assert sha256(out / "kept.bin") == sha256(src)
     assert not (tmp_path / "escape.bin").exists()
-    assert receiver.text.count("refused file name") == 4
+    assert receiver.text.count("refused file name") == 5
 
 
 def test_cli_sends_several_files_to_a_cli_receiver(tmp_path: Path, procs: list[CliProc]) -> None:
@@ -289,7 +288,7 @@ def test_receiver_discards_a_file_whose_digest_differs(tmp_path: Path) -> None:
     assert results == []
     assert os.listdir(tmp_path) == []
     [verdict] = verdicts(conn)
-    assert not verdict.ok and verdict.error == "sha256 mismatch"
+    assert not verdict.ok and "sha256 mismatch" in (verdict.error or "")
     assert errors and "mismatch" in errors[0]
 
 
@@ -369,18 +368,19 @@ def test_sender_requires_the_receivers_confirmation(tmp_path: Path) -> None:
         filetransfer.send_file(ScriptedConnection([]), src, chunk_size=1024)
 
 
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [("a.txt", "a.txt"), ("dir/a.txt", "a.txt"), ("d\\e\\f.bin", "f.bin"), (".hidden", ".hidden")],
-)
-def test_safe_name_keeps_the_base_name(name: str, expected: str) -> None:
-    assert safe_name(name) == expected
+@pytest.mark.parametrize("name", ["a.txt", "a b (1).tar.gz", "naïve résumé.pdf", "日本.txt", "x" * 255])
+def test_safe_name_accepts_plain_names_unchanged(name: str) -> None:
+    assert safe_name(name) == name
 
 
 @pytest.mark.parametrize(
     "name",
-    ["", "..", ".", "../x", "a/../x", "/etc/passwd", "\\x", "C:x", "a\x00b", "dir/", "x" * 300],
-)
+    [
+        "", "..", ".", "../x", "a/../x", "/etc/passwd", "\\x", "C:x", "a\x00b", "dir/",
+        "x" * 300, "dir/a.txt", "d\\e\\f.bin", ".hidden", ".bashrc", "\ud800x", "a\nb",
+        "é" * 128,  # 256 bytes of UTF-8
+    ],
+)  # fmt: skip
 def test_safe_name_refuses_dangerous_names(name: str) -> None:
     with pytest.raises(TransferError):
         safe_name(name)

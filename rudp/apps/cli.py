@@ -2,17 +2,23 @@
 
 ::
 
-    rudp recv [--listen HOST:PORT] [--output DIR] [--once] [--timeout S]
-    rudp send PATH [PATH ...] HOST:PORT [--chunk-size N] [--peer-timeout S]
+    rudp recv [--listen HOST:PORT] [--output DIR] [--once] [--timeout S] [--overwrite]
+              [--max-senders N] [--idle-timeout S] [--psk-file PATH]
+    rudp send PATH [PATH ...] HOST:PORT [--chunk-size N] [--peer-timeout S] [--psk-file PATH]
     rudp proxy --listen HOST:PORT --upstream HOST:PORT [--loss P] [--dup P]
                [--reorder P] [--corrupt P] [--delay 20ms] [--jitter 5ms]
                [--rate 50mbit] [--seed N] [--rebind-after N]
 
 ``send`` exits 0 only after the receiver confirmed the SHA-256 of every file.
 ``recv`` writes each file under a temporary name and renames it only once
-verified, so a file under its final name is always complete.  Exit codes: 0
-success, 1 transfer failure, 2 usage error, 130 interrupted.  Messages go to
-stderr, prefixed with ``rudp:``.
+verified, so a file under its final name is always complete; it never replaces
+an existing file unless given ``--overwrite`` (``name (1).ext`` instead), serves
+up to ``--max-senders`` senders at once and ends a connection idle for
+``--idle-timeout``.  It listens on 127.0.0.1 unless told otherwise: rudp does
+not authenticate peers, so ``--listen 0.0.0.0:PORT`` must be asked for, and
+then a pre-shared key (``--psk-file``) is advised.  Exit codes: 0 success, 1
+transfer failure (any file refused), 2 usage error, 130 interrupted.  Messages
+go to stderr, prefixed with ``rudp:``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ from rudp.testing.proxy import LossyProxy, format_address, parse_address, parse_
 __all__ = ["main"]
 
 DEFAULT_PORT = 9000
+DEFAULT_LISTEN = ("127.0.0.1", DEFAULT_PORT)
+"""Loopback only: a receiver reachable from other hosts must be asked for explicitly."""
+PSK_SIZE = 32
+PSK_ENV = "RUDP_PSK_FILE"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -116,14 +126,69 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="any rudp Config field, e.g. -o max_datagram_size=1200 (repeatable)",
     )
+    parser.add_argument(
+        "--psk-file",
+        type=Path,
+        metavar="PATH",
+        help=f"pre-shared key: a file of exactly {PSK_SIZE} bytes or {2 * PSK_SIZE} hex digits "
+        f"(default ${PSK_ENV} if set; the same key on both ends)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+class UsageError(Exception):
+    """A command-line value that argparse could not check (exit 2 with this message)."""
+
+
+def read_psk(path: Path) -> bytes:
+    """The pre-shared key in ``path``: exactly 32 raw bytes, or 64 hex digits (whitespace
+    around them is ignored).  Raises :class:`UsageError` naming the file and the problem."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the PSK file {path}: {exc.strerror or exc}") from None
+    if len(data) == PSK_SIZE:
+        return data
+    text = data.strip()
+    if len(text) == 2 * PSK_SIZE:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise UsageError(
+        f"bad PSK file {path}: expected exactly {PSK_SIZE} bytes or {2 * PSK_SIZE} hex digits, "
+        f"got {len(data)} bytes"
+    )
+
+
 def _connection_options(args: argparse.Namespace) -> dict[str, Any]:
+    """rudp options from the command line; ``psk`` only when a key file is given."""
     options = dict(args.option)
     if args.peer_timeout is not None:
         options["peer_timeout"] = args.peer_timeout
+    psk_file = args.psk_file
+    if psk_file is None and os.environ.get(PSK_ENV):
+        psk_file = Path(os.environ[PSK_ENV])
+    if psk_file is not None:
+        options["psk"] = read_psk(psk_file)
     return options
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = _duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,17 +204,40 @@ def build_parser() -> argparse.ArgumentParser:
     recv.add_argument(
         "--listen",
         type=_address,
-        default=("0.0.0.0", DEFAULT_PORT),
+        default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
-        help=f"address to listen on (default 0.0.0.0:{DEFAULT_PORT}; port 0 picks one)",
+        help=f"address to listen on (default 127.0.0.1:{DEFAULT_PORT}, this host only; "
+        "0.0.0.0:PORT for every interface, then use --psk-file; port 0 picks one)",
     )
     recv.add_argument("--output", type=Path, default=Path("."), metavar="DIR")
+    recv.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files (default: store as 'NAME (1).EXT', 'NAME (2).EXT', ...)",
+    )
+    recv.add_argument(
+        "--max-senders",
+        type=_positive_int,
+        default=filetransfer.DEFAULT_MAX_SENDERS,
+        metavar="N",
+        help="senders served at once; more are refused as busy "
+        f"(default {filetransfer.DEFAULT_MAX_SENDERS})",
+    )
+    recv.add_argument(
+        "--idle-timeout",
+        type=_positive_duration,
+        default=filetransfer.DEFAULT_IDLE_TIMEOUT,
+        metavar="DURATION",
+        help="end a connection that delivers no message this long; keepalives do not count "
+        f"(default {filetransfer.DEFAULT_IDLE_TIMEOUT:g}s)",
+    )
     recv.add_argument("--once", action="store_true", help="exit after the first verified file")
     recv.add_argument(
         "--timeout",
         type=_duration,
         metavar="DURATION",
-        help="exit with an error if no file (--once) / no sender arrived within this time",
+        help="stop after this time (transfers still running are ended); with --once, "
+        "an error if no file arrived",
     )
     _add_connection_options(recv)
 
@@ -270,6 +358,10 @@ def _cmd_send(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     try:
         options = _connection_options(args)
+    except UsageError as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    try:
         conn = rudp.connect(args.address, timeout=args.connect_timeout, **options)
     except RudpTimeout:
         _say(f"could not connect to {format_address(args.address)}: no answer")
@@ -281,14 +373,21 @@ def _cmd_send(args: argparse.Namespace) -> int:
         _say(f"could not connect to {format_address(args.address)}: {exc}")
         return EXIT_FAILED
 
+    outcomes: list[Path] = []  # files answered so far, in order
+
     def report(result: filetransfer.FileTransferResult) -> None:
+        outcomes.append(result.path)
+        stored = ""
+        if result.requested_name is not None:  # the receiver had that name already
+            stored = f", stored as {filetransfer.show_name(result.name)}"
         _say(
-            f"sent {result.name}: {_mb(result.size)} in {result.seconds:.2f} s "
-            f"({_mb(result.goodput)}/s), sha256 verified by the receiver"
+            f"sent {result.path}: {_mb(result.size)} in {result.seconds:.2f} s "
+            f"({_mb(result.goodput)}/s), sha256 verified by the receiver{stored}"
         )
 
     def report_error(path: Path, exc: filetransfer.TransferError) -> None:
-        _say(f"failed: {exc}")
+        outcomes.append(path)
+        _say(f"failed: {path}: {exc}")
 
     try:
         with conn:
@@ -303,9 +402,11 @@ def _cmd_send(args: argparse.Namespace) -> int:
             stats = conn.stats
     except ConnectionFailed as exc:
         _say(_failure_message(exc))
+        _report_unsent(args.paths, outcomes)
         return EXIT_FAILED
     except (RudpError, OSError) as exc:
         _say(f"transfer failed: {exc}")
+        _report_unsent(args.paths, outcomes)
         return EXIT_FAILED
     if not args.quiet:
         _say(
@@ -317,6 +418,12 @@ def _cmd_send(args: argparse.Namespace) -> int:
         _say(f"{len(failed)} of {len(failed) + len(done)} file(s) failed")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _report_unsent(paths: list[Path], answered: list[Path]) -> None:
+    unsent = paths[len(answered) :]
+    if unsent:
+        _say(f"not sent ({len(unsent)} file(s)): " + ", ".join(map(str, unsent)))
 
 
 def _failure_message(exc: ConnectionFailed) -> str:
@@ -339,14 +446,22 @@ def _cmd_recv(args: argparse.Namespace) -> int:
     # removed before listening, reported after the address line that scripts read first.
     stale = filetransfer.remove_stale_partials(output)
     try:
-        listener = rudp.listen(args.listen, **_connection_options(args))
+        options = _connection_options(args)
+    except UsageError as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    try:
+        listener = rudp.listen(args.listen, **options)
     except (RudpError, OSError, TypeError, ValueError) as exc:
         _say(f"cannot listen on {format_address(args.listen)}: {exc}")
         return EXIT_FAILED
 
     def report(result: filetransfer.FileTransferResult) -> None:
+        asked = ""
+        if result.requested_name is not None:
+            asked = f" (sent as {filetransfer.show_name(result.requested_name)})"
         _say(
-            f"received {result.name}: {_mb(result.size)} in {result.seconds:.2f} s "
+            f"received {result.name}{asked}: {_mb(result.size)} in {result.seconds:.2f} s "
             f"({_mb(result.goodput)}/s), sha256 {result.sha256[:16]}... verified"
         )
 
@@ -358,6 +473,11 @@ def _cmd_recv(args: argparse.Namespace) -> int:
 
     with listener:
         _say(f"listening on {format_address(listener.address)}, saving to {output}")
+        if "psk" not in options and not _is_loopback(listener.address[0]):
+            _say(
+                "warning: reachable from other hosts without a pre-shared key (--psk-file): "
+                "anyone who can reach this port can store files here"
+            )
         for path in stale:
             _say(f"removed the stale partial file {path.name}")
         try:
@@ -369,11 +489,23 @@ def _cmd_recv(args: argparse.Namespace) -> int:
                 progress=_progress_factory(args.quiet),
                 on_result=report,
                 on_error=report_error,
+                overwrite=args.overwrite,
+                max_senders=args.max_senders,
+                idle_timeout=args.idle_timeout,
             )
         except RudpTimeout:
             _say("timed out waiting for a file" if args.once else "timed out")
             return EXIT_FAILED if args.once else EXIT_OK
     return EXIT_OK
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:  # a name: assume the worst
+        return False
 
 
 def _cmd_proxy(args: argparse.Namespace) -> int:

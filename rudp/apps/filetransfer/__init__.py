@@ -1,0 +1,154 @@
+"""A small file-transfer protocol over rudp connections (used by ``rudp send``/``recv``).
+
+The protocol
+============
+
+rudp already delivers whole messages, in order, exactly once, so the protocol
+is a sequence of messages on one connection.  For each file::
+
+    sender                                   receiver
+    header  {"type": "file", "version": 1, "name", "size", "sha256", "chunk_size"} ->
+    chunk, chunk, ... (raw bytes, each 1..chunk_size, ``size`` bytes in all)        ->
+                 <- verdict {"type": "verdict", "name", "ok", "sha256", "error", "stored_as"}
+
+then the next file, or a graceful close.
+
+Header
+    UTF-8 JSON object of at most 4 KiB (``MAX_HEADER_SIZE``), brackets nested at
+    most 4 deep (``MAX_JSON_DEPTH``; a header is flat).  ``version`` is the
+    integer 1; ``name`` a string (see *Names*); ``size`` an integer
+    0..2**63-1; ``sha256`` 64 lowercase hex digits, the digest of the whole
+    file; ``chunk_size`` an integer 1024..4 MiB, the largest chunk that follows.
+    Unknown fields are ignored.
+Chunks
+    Each chunk is one message of 1..``chunk_size`` bytes; together exactly
+    ``size`` bytes (none for an empty file).  Anything else is a protocol error.
+Verdict
+    UTF-8 JSON object of at most 64 KiB.  ``name`` echoes the header's name
+    (``""`` for a verdict about the connection rather than a file); ``ok`` is
+    true only if the receiver stored the file and its SHA-256 matched;
+    ``sha256`` is the digest of what it received (``null`` if it refused the
+    file before reading it); ``error`` says why not, in words meant for the
+    user; ``stored_as`` (with ``ok``) is the name the file was stored under.
+
+The sender reports success only after the receiver's verdict says the SHA-256
+of what it wrote matches the header: rudp's CRC-32 guards each datagram, the
+SHA-256 guards the whole file (disk, a file changed while being sent, a bug
+anywhere in between).
+
+Refusals and errors
+    A file the receiver refuses (a bad name, no room, an I/O error such as
+    ``ENOSPC`` while writing, a digest mismatch) is answered at once with an
+    error verdict -- ``"receiver's disk is full: ..."`` for ``ENOSPC`` -- and its
+    remaining chunks are read and discarded, so the next file lines up.  A
+    protocol error (a header that does not parse or validate, a chunk that does
+    not fit the header) is answered with an error verdict where possible and
+    ends the connection.  A connection-level refusal (the receiver is busy, the
+    connection idled out) is a verdict with an empty name followed by the
+    close; a sender whose send fails reads it from what already arrived and
+    reports it instead of "peer closed".
+
+Names
+    The sender never chooses where a file lands.  A name is accepted only if
+    it is a non-empty string of printable characters (no NUL, no control
+    characters, no lone surrogates), encodable as UTF-8 within the directory's
+    ``NAME_MAX`` (``os.pathconf``, else 255 bytes), without ``/`` or ``\\``
+    or a drive letter, and not starting with ``.`` (no dotfiles such as
+    ``.bashrc``, no ``..``).  Anything else is refused with the reason.
+Existing files
+    The receiver never replaces a file unless run with ``overwrite`` (``rudp
+    recv --overwrite``).  A name that exists gets the first free ``name (1).ext``,
+    ``name (2).ext``, ... (the number goes before the extension, ``.tar.gz``
+    kept whole; at most 9999).  The choice is atomic (a hard link that fails if
+    the name exists), so two connections storing the same name at once cannot
+    collide either.  Two files of one name on one connection never collapse
+    into one, even with ``overwrite``: the second is numbered like an existing
+    name.  The verdict's ``stored_as`` tells the sender the name used.
+
+Streaming and durability
+    The sender reads one chunk at a time (``Connection.send`` blocks while the
+    send buffer is full); the receiver writes each chunk to
+    ``DIR/.NAME.partial-XXXXXXXX``, fsyncs, and gives it its final name only
+    after the digest matched.  A failed or interrupted transfer deletes the
+    partial file, so a file under its final name is always complete and
+    verified; partial files a killed receiver left behind are removed by
+    :func:`remove_stale_partials` when it starts again.
+Many senders
+    :func:`serve` gives each connection its own thread, at most
+    ``max_senders`` (16) at once; one more is answered "receiver busy" and
+    closed.  A connection that delivers no message for ``idle_timeout``
+    (30 s) is told so and closed: keepalive pings do not count.
+
+Modules: :mod:`.protocol` (messages, limits, name checks), :mod:`.sending`,
+:mod:`.receiving`, :mod:`.server`.
+"""
+
+from __future__ import annotations
+
+from rudp.apps.filetransfer.protocol import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    MAX_HEADER_SIZE,
+    MAX_JSON_DEPTH,
+    MIN_CHUNK_SIZE,
+    PROTOCOL_VERSION,
+    FileHeader,
+    TransferError,
+    Verdict,
+    check_name,
+    file_sha256,
+    show_name,
+)
+from rudp.apps.filetransfer.receiving import (
+    PARTIAL_MARK,
+    numbered_name,
+    receive_files,
+    remove_stale_partials,
+)
+from rudp.apps.filetransfer.sending import (
+    FileTransferResult,
+    MessageConnection,
+    Progress,
+    ProgressFactory,
+    send_file,
+    send_files,
+)
+from rudp.apps.filetransfer.server import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SENDERS,
+    IdleTimeout,
+    serve,
+)
+
+safe_name = check_name
+"""The name check under its former name (it no longer reduces ``dir/x`` to ``x``: it refuses)."""
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_SENDERS",
+    "MAX_CHUNK_SIZE",
+    "MAX_HEADER_SIZE",
+    "MAX_JSON_DEPTH",
+    "MIN_CHUNK_SIZE",
+    "PARTIAL_MARK",
+    "PROTOCOL_VERSION",
+    "FileHeader",
+    "FileTransferResult",
+    "IdleTimeout",
+    "MessageConnection",
+    "Progress",
+    "ProgressFactory",
+    "TransferError",
+    "Verdict",
+    "check_name",
+    "file_sha256",
+    "numbered_name",
+    "receive_files",
+    "remove_stale_partials",
+    "safe_name",
+    "send_file",
+    "send_files",
+    "serve",
+    "show_name",
+]

@@ -1,0 +1,239 @@
+"""The sending half: one file or several on one connection (see the package docs)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from rudp.apps.filetransfer.protocol import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    FileHeader,
+    TransferError,
+    Verdict,
+    file_sha256,
+)
+from rudp.errors import ConnectionClosed, ConnectionFailed, Timeout
+
+
+class MessageConnection(Protocol):
+    """The part of ``rudp.connect``'s connection object this package uses."""
+
+    def send(self, data: bytes) -> Any:
+        """Queue one message (blocks while the send buffer is full)."""
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """Next message; raises ``ConnectionClosed`` after the peer's close."""
+
+    def flush(self, timeout: float | None = None) -> Any:
+        """Wait until every queued message is acknowledged."""
+
+    def close(self) -> Any:
+        """Close gracefully."""
+
+
+class Progress(Protocol):
+    """What a progress bar must offer (``tqdm`` does)."""
+
+    def update(self, n: int) -> Any:
+        """Count ``n`` more bytes done."""
+
+    def close(self) -> Any:
+        """Finish the bar."""
+
+
+ProgressFactory = Callable[[str, int], Progress]
+"""Makes a progress bar for (file name, total bytes)."""
+
+
+@dataclass(frozen=True)
+class FileTransferResult:
+    """One file moved and verified end to end."""
+
+    name: str
+    """The file name on the receiving side (the one it was stored under)."""
+    path: Path
+    """Local path: the source (sender) or the final file (receiver)."""
+    size: int
+    sha256: str
+    seconds: float
+    """From the header to the verdict."""
+    requested_name: str | None = None
+    """The name the sender asked for, when the receiver stored it under another."""
+
+    @property
+    def goodput(self) -> float:
+        """Payload bytes per second (file bytes only, no headers or retransmissions)."""
+        return self.size / self.seconds if self.seconds > 0 else float("inf")
+
+
+def send_file(
+    conn: MessageConnection,
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: ProgressFactory | None = None,
+    verdict_timeout: float | None = None,
+) -> FileTransferResult:
+    """Send one file and wait for the receiver's verdict.
+
+    Returns only when the receiver confirmed the SHA-256; the result's ``name``
+    is the name the receiver stored it under.  Raises :class:`TransferError` if
+    the receiver refused the file (its reason in the message) or its digest
+    differs, and rudp's exceptions (``PeerUnreachable``, ``ConnectionClosed``,
+    ``Timeout``) if the connection fails without a verdict explaining why.
+    """
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be within {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
+    path = Path(path)
+    name = path.name if name is None else name
+    started = time.monotonic()
+    expected = file_sha256(path, chunk_size)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        bar = _AckedProgress(conn, progress(name, size), size) if progress is not None else None
+        digest = hashlib.sha256()
+        try:
+            try:
+                conn.send(FileHeader(name, size, expected, chunk_size).encode())
+                # Exactly ``size`` bytes go out even if the file grows meanwhile; a
+                # file that changed is caught by the digest below.
+                sent = 0
+                while sent < size:
+                    block = f.read(min(chunk_size, size - sent))
+                    if not block:
+                        raise TransferError(f"{path}: file shrank while being sent")
+                    digest.update(block)
+                    conn.send(block)
+                    sent += len(block)
+                    if bar is not None:
+                        bar.sent(len(block))
+            except (ConnectionClosed, ConnectionFailed) as exc:
+                # A receiver that refuses (busy, disk full, bad header) answers and
+                # closes; its reason is in our inbox and beats "peer closed".
+                _raise_pending_refusal(conn, name, exc)
+                raise
+            message = _recv_verdict(conn, bar, verdict_timeout)
+        finally:
+            if bar is not None:
+                bar.close()
+    verdict = Verdict.decode_untrusted(message)
+    if not verdict.ok:
+        raise TransferError(f"receiver refused {name}: {verdict.error or 'no reason given'}")
+    if digest.hexdigest() != expected:
+        raise TransferError(f"{path}: file changed while being sent")
+    if verdict.sha256 != expected:
+        raise TransferError(f"{name}: receiver reports a different sha256")
+    stored = verdict.stored_as if verdict.stored_as not in (None, name) else None
+    return FileTransferResult(
+        stored or name, path, size, expected, time.monotonic() - started, name if stored else None
+    )
+
+
+def _raise_pending_refusal(conn: MessageConnection, name: str, cause: Exception) -> None:
+    """Raise the receiver's refusal if one arrived before the connection ended."""
+    try:
+        message = conn.recv(timeout=0)
+    except (ConnectionClosed, ConnectionFailed, Timeout, TimeoutError):
+        return
+    try:
+        verdict = Verdict.decode_untrusted(message)
+    except TransferError:
+        return
+    if not verdict.ok:
+        raise TransferError(
+            f"receiver refused {name}: {verdict.error or 'no reason given'}"
+        ) from cause
+
+
+class _AckedProgress:
+    """Drives a progress bar by bytes the peer *acknowledged*, not bytes queued.
+
+    ``send`` returns as soon as a chunk is buffered (up to the driver's send
+    buffer, megabytes), so counting queued bytes would make rate and ETA lie;
+    the connection's ``stats.send_queue_bytes`` tells what is still unacknowledged.
+    """
+
+    def __init__(self, conn: MessageConnection, bar: Progress, size: int) -> None:
+        self._conn = conn
+        self._bar = bar
+        self._size = size
+        self._queued = 0
+        self._shown = 0
+
+    def sent(self, n: int) -> None:
+        self._queued += n
+        self.refresh()
+
+    def refresh(self, done: bool = False) -> None:
+        stats = getattr(self._conn, "stats", None)
+        pending = getattr(stats, "send_queue_bytes", 0)
+        acked = self._size if done else self._queued - (pending if isinstance(pending, int) else 0)
+        acked = min(self._size, acked)
+        if acked > self._shown:
+            self._bar.update(acked - self._shown)
+            self._shown = acked
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _recv_verdict(
+    conn: MessageConnection, bar: _AckedProgress | None, timeout: float | None
+) -> bytes:
+    if bar is None:
+        return conn.recv(timeout=timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    # Wake up a few times a second to move the bar while the tail is acknowledged;
+    # bounded by ``timeout`` and by the connection's own peer_timeout.
+    while True:
+        step = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
+        try:
+            message = conn.recv(timeout=step)
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            bar.refresh()
+            continue
+        bar.refresh(done=True)
+        return message
+
+
+def send_files(
+    conn: MessageConnection,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: ProgressFactory | None = None,
+    on_result: Callable[[FileTransferResult], object] | None = None,
+    on_error: Callable[[Path, TransferError], object] | None = None,
+) -> tuple[list[FileTransferResult], list[tuple[Path, TransferError]]]:
+    """Send several files on one connection, then close it gracefully.
+
+    A file the receiver refuses (or whose digest differs) is reported through
+    ``on_error`` and the others still go; connection failures propagate.
+    Returns (successes, failures).
+    """
+    done: list[FileTransferResult] = []
+    failed: list[tuple[Path, TransferError]] = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            result = send_file(conn, path, chunk_size=chunk_size, progress=progress)
+        except TransferError as exc:
+            failed.append((path, exc))
+            if on_error is not None:
+                on_error(path, exc)
+            continue
+        done.append(result)
+        if on_result is not None:
+            on_result(result)
+    conn.close()
+    return done, failed
