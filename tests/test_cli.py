@@ -368,7 +368,9 @@ def test_sender_requires_the_receivers_confirmation(tmp_path: Path) -> None:
         filetransfer.send_file(ScriptedConnection([]), src, chunk_size=1024)
 
 
-@pytest.mark.parametrize("name", ["a.txt", "a b (1).tar.gz", "naïve résumé.pdf", "日本.txt", "x" * 255])
+@pytest.mark.parametrize(
+    "name", ["a.txt", "a b (1).tar.gz", "naïve résumé.pdf", "日本.txt", "x" * 255]
+)
 def test_safe_name_accepts_plain_names_unchanged(name: str) -> None:
     assert safe_name(name) == name
 
