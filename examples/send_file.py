@@ -4,7 +4,7 @@
     python examples/send_file.py PATH HOST:PORT     # in another
 
 It speaks the same little protocol as ``rudp send`` / ``rudp recv`` (see
-``rudp/apps/filetransfer.py``), so either half also works with the CLI:
+``rudp/apps/filetransfer/``), so either half also works with the CLI:
 
 1. a JSON header message: name, size, SHA-256, chunk size;
 2. the file's bytes as chunk messages -- rudp delivers each message whole, in
