@@ -372,6 +372,23 @@ def test_an_idle_sender_does_not_stall_others_and_is_ended_after_its_idle_timeou
     assert (out / "busy.bin").read_bytes() == src.read_bytes()
 
 
+def test_a_sender_idle_in_the_middle_of_a_file_is_told_which_file_and_why(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with served(out, idle_timeout=0.5) as server, connect(server.address) as stalled:
+        stalled.send(header("half.bin", b"x" * 5000))
+        stalled.send(b"x" * 1000)  # then nothing
+        verdict = Verdict.decode_untrusted(stalled.recv(timeout=20))
+        assert verdict.name == "half.bin" and not verdict.ok
+        assert "no message from the sender for 0.5 s" in (verdict.error or "")
+        server.wait_error(r"no message from the sender")
+        with pytest.raises((rudp.ConnectionClosed, rudp.ConnectionFailed)):
+            stalled.recv(timeout=15)  # and only one verdict: the connection ends
+        with contextlib.suppress(rudp.ConnectionFailed):
+            stalled.close()
+    assert os.listdir(out) == []  # the partial file is gone
+
+
 def test_senders_beyond_max_senders_are_told_the_receiver_is_busy(tmp_path: Path) -> None:
     src = make_file(tmp_path / "f.bin", 10_000)
     out = tmp_path / "out"

@@ -93,6 +93,7 @@ from rudp.apps.filetransfer.protocol import (
     MIN_CHUNK_SIZE,
     PROTOCOL_VERSION,
     FileHeader,
+    IdleTimeout,
     TransferError,
     Verdict,
     check_name,
@@ -116,7 +117,6 @@ from rudp.apps.filetransfer.sending import (
 from rudp.apps.filetransfer.server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SENDERS,
-    IdleTimeout,
     serve,
 )
 

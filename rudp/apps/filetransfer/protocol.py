@@ -54,6 +54,10 @@ class TransferError(RudpError):
     """A file transfer failed; the message is meant for the user."""
 
 
+class IdleTimeout(TransferError):
+    """The sender delivered no message for the idle timeout; its connection is ended."""
+
+
 @dataclass(frozen=True)
 class FileHeader:
     """The first message of a file."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rudp.apps.filetransfer.protocol import (
     FileHeader,
+    IdleTimeout,
     TransferError,
     Verdict,
     check_name,
@@ -99,6 +100,9 @@ def receive_files(
             message = conn.recv()
         except ConnectionClosed:
             return
+        except IdleTimeout as exc:  # between files: a verdict about the connection
+            _send_verdict(conn, Verdict("", False, error=str(exc)))
+            raise
         try:
             header = FileHeader.decode_untrusted(message)
         except TransferError as exc:

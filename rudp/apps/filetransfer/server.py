@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from rudp.apps.filetransfer.protocol import TransferError, Verdict
+from rudp.apps.filetransfer.protocol import IdleTimeout, TransferError, Verdict
 from rudp.apps.filetransfer.receiving import log, receive_files
 from rudp.apps.filetransfer.sending import FileTransferResult, MessageConnection, ProgressFactory
 from rudp.errors import RudpError
@@ -44,10 +44,6 @@ STOP_LINGER = 0.25
 
 ACCEPT_SLICE = 0.5
 """With ``once``, how often the accepting thread checks whether a worker got the file."""
-
-
-class IdleTimeout(TransferError):
-    """The sender delivered no message for the idle timeout; its connection is ended."""
 
 
 class _Listener(Protocol):
@@ -202,9 +198,6 @@ class _Server:
                     conn.flush(timeout=CLOSE_LINGER)
             _close(conn, CLOSE_LINGER)
         except Exception as exc:  # whatever one peer causes ends that peer only
-            if isinstance(exc, IdleTimeout):
-                with contextlib.suppress(RudpError, OSError):
-                    conn.send(Verdict("", False, error=str(exc)).encode())
             if self._stopping.is_set():
                 exc = TransferError(f"transfer interrupted, the receiver is stopping ({exc})")
             self.report(label, exc)
