@@ -33,6 +33,9 @@ from rudp.apps.filetransfer import FileHeader, TransferError, Verdict, receiving
 from rudp.apps.filetransfer.protocol import json_depth_exceeds
 
 LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)")
+QUICK = {"close_linger": 0.2}
+"""A short TIME_WAIT, so no closed connection's I/O thread outlives its test
+(tests/test_resources.py counts threads)."""
 
 
 def rudp_cli(*args: str, env: dict[str, str] | None = None) -> Proc:
@@ -165,11 +168,11 @@ def test_cli_receiver_survives_hostile_headers_and_serves_the_next_sender(
     src = make_file(tmp_path / "ok.bin", 50_000, seed=5)
     surrogate = raw_header(name="\ud800x", size=0, sha256=hashlib.sha256(b"").hexdigest())
     for message in (b"[" * 1100, surrogate):
-        with rudp.connect(("127.0.0.1", port), timeout=10, peer_timeout=10) as conn:
+        with connect(("127.0.0.1", port)) as conn:
             conn.send(message)
             verdict = Verdict.decode_untrusted(conn.recv(timeout=15))
             assert not verdict.ok and verdict.error
-    with rudp.connect(("127.0.0.1", port), timeout=10, peer_timeout=10) as conn:
+    with connect(("127.0.0.1", port)) as conn:
         result = filetransfer.send_file(conn, src, chunk_size=4096)
     assert result.name == "ok.bin"
     receiver.wait_for(re.compile(r"received ok\.bin"))
@@ -281,7 +284,7 @@ class Served:
     """``filetransfer.serve`` running in a thread on a loopback listener."""
 
     def __init__(self, out: Path, **options: Any) -> None:
-        self.listener = rudp.listen(("127.0.0.1", 0))
+        self.listener = rudp.listen(("127.0.0.1", 0), **QUICK)
         self.address = self.listener.address
         self.errors: list[str] = []
         self.results: list[filetransfer.FileTransferResult] = []
@@ -335,7 +338,7 @@ def served(out: Path, **options: Any) -> Iterator[Served]:
 
 
 def connect(address: Any, **options: Any) -> rudp.Connection:
-    return rudp.connect(address, timeout=10, peer_timeout=10, **options)
+    return rudp.connect(address, timeout=10, peer_timeout=10, **QUICK, **options)
 
 
 # --- deliverable 3: concurrent senders, idle timeout, a bound ------------------------
