@@ -3,8 +3,8 @@
 ::
 
     rudp recv [--listen HOST:PORT] [--output DIR] [--once] [--timeout S] [--overwrite]
-              [--max-senders N] [--idle-timeout S] [--psk-file PATH]
-    rudp send PATH [PATH ...] HOST:PORT [--chunk-size N] [--peer-timeout S] [--psk-file PATH]
+              [--max-senders N] [--idle-timeout S]
+    rudp send PATH [PATH ...] HOST:PORT [--chunk-size N] [--peer-timeout S]
     rudp proxy --listen HOST:PORT --upstream HOST:PORT [--loss P] [--dup P]
                [--reorder P] [--corrupt P] [--delay 20ms] [--jitter 5ms]
                [--rate 50mbit] [--seed N] [--rebind-after N]
@@ -15,8 +15,8 @@ verified, so a file under its final name is always complete; it never replaces
 an existing file unless given ``--overwrite`` (``name (1).ext`` instead), serves
 up to ``--max-senders`` senders at once and ends a connection idle for
 ``--idle-timeout``.  It listens on 127.0.0.1 unless told otherwise: rudp does
-not authenticate peers, so ``--listen 0.0.0.0:PORT`` must be asked for, and
-then a pre-shared key (``--psk-file``) is advised.  Exit codes: 0 success, 1
+not authenticate peers yet, so ``--listen 0.0.0.0:PORT`` must be asked for, and
+it warns that anyone who can reach the port can store files.  Exit codes: 0 success, 1
 transfer failure (any file refused), 2 usage error, 130 interrupted.  Messages
 go to stderr, prefixed with ``rudp:``.
 """
@@ -46,8 +46,6 @@ __all__ = ["main"]
 DEFAULT_PORT = 9000
 DEFAULT_LISTEN = ("127.0.0.1", DEFAULT_PORT)
 """Loopback only: a receiver reachable from other hosts must be asked for explicitly."""
-PSK_SIZE = 32
-PSK_ENV = "RUDP_PSK_FILE"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -126,13 +124,6 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="any rudp Config field, e.g. -o max_datagram_size=1200 (repeatable)",
     )
-    parser.add_argument(
-        "--psk-file",
-        type=Path,
-        metavar="PATH",
-        help=f"pre-shared key: a file of exactly {PSK_SIZE} bytes or {2 * PSK_SIZE} hex digits "
-        f"(default ${PSK_ENV} if set; the same key on both ends)",
-    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -140,37 +131,11 @@ class UsageError(Exception):
     """A command-line value that argparse could not check (exit 2 with this message)."""
 
 
-def read_psk(path: Path) -> bytes:
-    """The pre-shared key in ``path``: exactly 32 raw bytes, or 64 hex digits (whitespace
-    around them is ignored).  Raises :class:`UsageError` naming the file and the problem."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read the PSK file {path}: {exc.strerror or exc}") from None
-    if len(data) == PSK_SIZE:
-        return data
-    text = data.strip()
-    if len(text) == 2 * PSK_SIZE:
-        try:
-            return bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            pass
-    raise UsageError(
-        f"bad PSK file {path}: expected exactly {PSK_SIZE} bytes or {2 * PSK_SIZE} hex digits, "
-        f"got {len(data)} bytes"
-    )
-
-
 def _connection_options(args: argparse.Namespace) -> dict[str, Any]:
-    """rudp options from the command line; ``psk`` only when a key file is given."""
+    """rudp options from the command line."""
     options = dict(args.option)
     if args.peer_timeout is not None:
         options["peer_timeout"] = args.peer_timeout
-    psk_file = args.psk_file
-    if psk_file is None and os.environ.get(PSK_ENV):
-        psk_file = Path(os.environ[PSK_ENV])
-    if psk_file is not None:
-        options["psk"] = read_psk(psk_file)
     return options
 
 
@@ -207,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
         help=f"address to listen on (default 127.0.0.1:{DEFAULT_PORT}, this host only; "
-        "0.0.0.0:PORT for every interface, then use --psk-file; port 0 picks one)",
+        "0.0.0.0:PORT for every interface, unauthenticated; port 0 picks one)",
     )
     recv.add_argument("--output", type=Path, default=Path("."), metavar="DIR")
     recv.add_argument(
@@ -473,9 +438,9 @@ def _cmd_recv(args: argparse.Namespace) -> int:
 
     with listener:
         _say(f"listening on {format_address(listener.address)}, saving to {output}")
-        if "psk" not in options and not _is_loopback(listener.address[0]):
+        if not _is_loopback(listener.address[0]):
             _say(
-                "warning: reachable from other hosts without a pre-shared key (--psk-file): "
+                "warning: reachable from other hosts, and rudp does not authenticate peers: "
                 "anyone who can reach this port can store files here"
             )
         for path in stale:
