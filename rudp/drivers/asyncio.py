@@ -370,6 +370,8 @@ async def open_endpoint(
             accepting=server,
             backlog=options.backlog,
             static_key=options.endpoint_static_key(),
+            retry=options.retry,
+            retry_threshold=options.retry_threshold,
         )
         protocol = EndpointProtocol(
             endpoint, sock, config, options, on_accept=on_accept, close_when_idle=not server
