@@ -20,7 +20,8 @@ retry_threshold=16)``
     by a RETRY round trip (``retry``, ``retry_threshold``: ``rudp.core.retry``).
     ``backlog``: most such connections not yet taken with ``accept()``.  ``rng`` is
     handed to every connection (seeded in simulations).
-    ``connection_factory(config, is_client=..., rng=..., static_key=...)`` makes the cores (default ``SansIOConnection``; tests may inject another).
+    ``connection_factory(config, is_client=..., rng=..., static_key=...)`` makes the
+    cores (default ``SansIOConnection``; tests may inject another).
     ``static_key`` makes every connection's stateless-reset token (section 6.6; the
     drivers keep one on disk so a restarted program answers with the same tokens);
     None draws one from ``rng`` (or the system CSPRNG).  The two rates bound the
