@@ -458,13 +458,13 @@ class Endpoint:
         token = syn_token(packet.payload)
         validated = token is not None and self._retry.check(token, address, client_id, now)
         if token is not None and not validated:
-            stats.retry_tokens_invalid += 1
+            stats.retry_tokens_invalid += 1  # dropped: its sender takes no second RETRY
+            return None
         full = len(self._pending) >= self.backlog
         if not validated and self._retry.requires_token(len(self._unvalidated), full):
-            if token is None:  # a SYN that carried a token would not take a second RETRY
-                retry = self._retry.retry(packet, client_id, address, now)
-                self._reset_output.append((retry, address))
-                stats.retries_sent += 1
+            retry = self._retry.retry(packet, client_id, address, now)
+            self._reset_output.append((retry, address))
+            stats.retries_sent += 1
             return None
         if full and not (self._retry.mode == "never" and self._evict_half_open()):
             stats.syn_refused += 1  # no eviction: nobody legitimate is reset to make room
