@@ -361,3 +361,25 @@ def test_s17_3_validated_address_is_not_limited() -> None:
     ep.receive_datagram(_syn(token=token), CLIENT, 0.0)
     (assoc,) = ep.associations
     assert assoc.budget is None and ep.unvalidated_count == 0
+
+
+def test_retry_token_is_the_specified_hmac_under_a_rotating_key() -> None:
+    """Section 6.2.1: token = bucket + HMAC-SHA256(K_bucket, label + id + repr(address))[:16],
+    K_bucket = HMAC-SHA256(static key, label + bucket); the key changes every bucket."""
+    import hashlib
+    import hmac
+
+    gate = RetryGate(KEY, "always", 0)
+    token = gate.issue(CLIENT, CLIENT_ID, 25.0)
+    bucket = (2).to_bytes(4, "big")
+    key = hmac.new(KEY, b"rudp retry key v4" + bucket, hashlib.sha256).digest()
+    message = b"rudp retry token v4" + CLIENT_ID.to_bytes(8, "big") + repr(CLIENT).encode()
+    assert token == bucket + hmac.new(key, message, hashlib.sha256).digest()[:16]
+    assert gate.issue(CLIENT, CLIENT_ID, 35.0)[4:] != token[4:]  # the next bucket's key
+    assert gate.check(token, CLIENT, CLIENT_ID, 39.9) and not gate.check(
+        token, CLIENT, CLIENT_ID, 40.0
+    )
+    with pytest.raises(ValueError):
+        RetryGate(KEY, "sometimes", 0)
+    with pytest.raises(ValueError):
+        RetryGate(b"short", "always", 0)

@@ -127,10 +127,10 @@ from rudp.core.connection_like import ConnectionLike as ConnectionLike
 from rudp.core.connection_like import default_factory
 from rudp.core.endpoint_stats import EndpointStats
 from rudp.core.migration import Migration, follow_peer, limit_output
-from rudp.core.retry import DEFAULT_RETRY_THRESHOLD, AddressBudget, RetryGate
+from rudp.core.retry import DEFAULT_RETRY_THRESHOLD, REFUSED, VALIDATED, AddressBudget, RetryGate
 from rudp.core.stateless_reset import DEFAULT_RESET_BURST, DEFAULT_RESET_RATE, StatelessResets
 from rudp.core.tokens import STATIC_KEY_SIZE
-from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake, syn_token
+from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake
 from rudp.errors import BadPacket
 from rudp.events import Connected, Event, Failed, MessageReceived
 
@@ -290,7 +290,6 @@ class Endpoint:
             static_key, self.stats, stateless_reset_rate, stateless_reset_burst
         )
         self._retry = RetryGate(static_key, retry, retry_threshold)
-        # Stateless output: resets owed (section 6.6.2) and RETRYs (section 6.2.1).
         self._reset_output: list[tuple[bytes, Address]] = []
         self._rng = rng
         self._factory: ConnectionFactory = connection_factory or default_factory
@@ -453,19 +452,13 @@ class Endpoint:
         if not self.accepting:
             stats.unknown_connection += 1
             return None
-        # Section 6.2.1: a valid retry token validates the address; without one, the
-        # gate decides whether the SYN may create state or draws a stateless RETRY.
-        token = syn_token(packet.payload)
-        validated = token is not None and self._retry.check(token, address, client_id, now)
-        if token is not None and not validated:
-            stats.retry_tokens_invalid += 1  # dropped: its sender takes no second RETRY
-            return None
         full = len(self._pending) >= self.backlog
-        if not validated and self._retry.requires_token(len(self._unvalidated), full):
-            retry = self._retry.retry(packet, client_id, address, now)
-            self._reset_output.append((retry, address))
-            stats.retries_sent += 1
-            return None
+        admitted = self._retry.admit(
+            packet, client_id, address, now, len(self._unvalidated), full, stats
+        )
+        if admitted == REFUSED:
+            return None  # a RETRY may be owed: the gate's output, collected with ours
+        validated = admitted == VALIDATED
         if full and not (self._retry.mode == "never" and self._evict_half_open()):
             stats.syn_refused += 1  # no eviction: nobody legitimate is reset to make room
             return None
@@ -504,6 +497,9 @@ class Endpoint:
         out: list[tuple[bytes, Address]] = []
         if self._reset_output:
             out, self._reset_output = self._reset_output, []
+        if self._retry.output:
+            out += self._retry.output
+            self._retry.output = []
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}

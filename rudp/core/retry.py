@@ -37,13 +37,16 @@ from typing import Any, Final, Literal
 from rudp.core.endpoint_stats import EndpointStats
 from rudp.core.migration import AMPLIFICATION_FACTOR
 from rudp.core.tokens import retry_key, retry_mac, tokens_equal
-from rudp.core.wire import RETRY_TOKEN_STRUCT, Packet, encode_retry
+from rudp.core.wire import RETRY_TOKEN_STRUCT, Packet, encode_retry, syn_token
 
 __all__ = [
     "BUCKETS_ACCEPTED",
     "BUCKET_SECONDS",
     "DEFAULT_RETRY_THRESHOLD",
+    "REFUSED",
     "RETRY_MODES",
+    "UNVALIDATED",
+    "VALIDATED",
     "AddressBudget",
     "RetryGate",
     "RetryMode",
@@ -63,6 +66,13 @@ token draw a RETRY.  Sixteen 1-RTT handshakes at once are plenty for an ordinary
 (a burst beyond them costs one round trip more, nothing else); they bound what a flood
 of spoofed SYNs can hold to 16 connection objects (~155 KB)."""
 _U32: Final = 1 << 32
+
+REFUSED: Final = 0
+"""``RetryGate.admit``: the SYN creates nothing (perhaps it drew a RETRY)."""
+VALIDATED: Final = 1
+"""``RetryGate.admit``: the SYN carries a valid token; its address is validated."""
+UNVALIDATED: Final = 2
+"""``RetryGate.admit``: the SYN may create a connection whose address is unvalidated."""
 
 
 def address_bytes(address: Any) -> bytes:
@@ -103,7 +113,7 @@ class AddressBudget:
 class RetryGate:
     """Issuing and checking retry tokens; the policy of ``Endpoint(retry=...)``."""
 
-    __slots__ = ("_keys", "_static_key", "mode", "threshold")
+    __slots__ = ("_keys", "_static_key", "mode", "output", "threshold")
 
     def __init__(self, static_key: bytes, mode: str, threshold: int) -> None:
         if mode not in RETRY_MODES:
@@ -117,6 +127,8 @@ class RetryGate:
         self.threshold = threshold
         """``"under_load"``: unvalidated half-open connections that make the load."""
         self._keys: dict[int, bytes] = {}  # bucket -> key, the newest two
+        self.output: list[tuple[bytes, Any]] = []
+        """RETRYs owed, (datagram, address): the endpoint sends them with its output."""
 
     def _key(self, bucket: int) -> bytes:
         key = self._keys.get(bucket)
@@ -134,6 +146,34 @@ class RetryGate:
         if self.mode == "never":
             return False
         return backlog_full or unvalidated >= self.threshold
+
+    def admit(
+        self,
+        syn: Packet,
+        client_id: int,
+        address: Any,
+        now: float,
+        unvalidated: int,
+        backlog_full: bool,
+        stats: EndpointStats,
+    ) -> int:
+        """``REFUSED``, ``VALIDATED`` or ``UNVALIDATED`` for a SYN from a new (address,
+        client id); a refused tokenless SYN leaves its RETRY in ``output``.
+
+        A SYN with an invalid token is refused whatever the policy (section 6.2.1-3), and
+        never answered with a second RETRY: its sender follows only one.
+        """
+        token = syn_token(syn.payload)
+        if token is not None:
+            if self.check(token, address, client_id, now):
+                return VALIDATED
+            stats.retry_tokens_invalid += 1
+            return REFUSED
+        if not self.requires_token(unvalidated, backlog_full):
+            return UNVALIDATED
+        self.output.append((self.retry(syn, client_id, address, now), address))
+        stats.retries_sent += 1
+        return REFUSED
 
     def issue(self, address: Any, client_id: int, now: float) -> bytes:
         """The retry token for ``(address, client_id)`` at ``now``."""
