@@ -383,3 +383,20 @@ def test_retry_token_is_the_specified_hmac_under_a_rotating_key() -> None:
         RetryGate(KEY, "sometimes", 0)
     with pytest.raises(ValueError):
         RetryGate(b"short", "always", 0)
+
+
+def test_retry_through_real_sockets() -> None:
+    """Section 6.2.1 end to end: ``rudp.listen(retry="always")`` validates every client."""
+    import rudp
+
+    with rudp.listen(("127.0.0.1", 0), retry="always", static_key=KEY) as listener:
+        client = rudp.connect(listener.address, timeout=5.0, static_key=KEY)
+        server = listener.accept(timeout=5.0)
+        client.send(b"hello")
+        assert server.recv(timeout=5.0) == b"hello"
+        stats = listener._engine.endpoint.stats
+        assert stats.retries_sent == 1 and stats.addresses_validated == 1
+        client.close()
+        server.close()
+    with pytest.raises(ValueError):
+        rudp.listen(("127.0.0.1", 0), retry="sometimes", static_key=KEY)
