@@ -5,7 +5,8 @@ and the first packet that acknowledges a SYN_ACK, what they tell about the peer
 (its connection id, initial sequence number and datagram size), our own SYN or
 SYN_ACK and its retransmission (the same RTO and give-up budget as data,
 section 9), its RTT sample (named by the peer's packet-number echo), and the
-server's anti-amplification limit.  It moves the connection's ``StateMachine``
+server's anti-amplification limit, and the client's answer to a RETRY (section 6.2.1: the
+SYN again at once, with the token).  It moves the connection's ``StateMachine``
 like every other part, and reports to ``rudp.core.connection`` what the
 connection must count or remember.
 """
