@@ -53,7 +53,7 @@ from rudp.events import (
 )
 from rudp.sock import AF_INET, AF_INET6, SOCK_DGRAM, socket
 
-__version__ = "0.3.0"  # wire version 3 (specs/protocol.md revision 3)
+__version__ = "0.4.0"  # wire version 4 (specs/protocol.md revision 4)
 
 __all__ = [
     "AF_INET",

@@ -21,8 +21,8 @@ Server (every connection shares the one UDP socket)::
 ``rudp.drivers.DriverOptions``, the same for every rudp API: ``send_buffer``,
 ``recv_buffer``, ``linger`` (bound of ``close()``; default None: until every
 message is acknowledged or the core gives up), ``timeout`` (bound of the
-handshake in ``connect()``), ``backlog``, ``local_addr``, ``socket_buffer``,
-``recv_batch``.
+handshake in ``connect()``), ``backlog``, ``retry``, ``retry_threshold``,
+``local_addr``, ``socket_buffer``, ``recv_batch``.
 
 A failed connection raises a ``rudp.ConnectionFailed``: ``PeerUnreachable``
 (silence), ``ConnectionReset`` (the peer reset it), ``ConnectionAborted``

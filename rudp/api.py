@@ -68,7 +68,7 @@ Semantics
   every call is serialised on the engine's lock only for its bookkeeping.
 - Options: ``rudp.Config`` field names (or ``config=``) plus the driver
   options of ``rudp.drivers.DriverOptions`` (``linger``, ``send_buffer``,
-  ``backlog``, ...; ``local_addr`` for ``connect`` only).
+  ``backlog``, ``retry``, ...; ``local_addr`` for ``connect`` only).
 """
 
 from __future__ import annotations

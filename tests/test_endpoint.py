@@ -205,7 +205,9 @@ def test_accept_established_only_skips_half_open() -> None:
 
 
 def test_syn_flood_recycles_half_open_slots_and_memory_stays_bounded() -> None:
-    ep = fake_endpoint(accepting=True, backlog=4)
+    """Version 3's eviction, kept by ``retry="never"`` (the default sends RETRYs instead:
+    tests/test_spec_retry.py)."""
+    ep = fake_endpoint(accepting=True, backlog=4, retry="never")
     for source_id in range(1, 1001):
         ep.receive_datagram(syn(source_id), ("10.9.9.9", source_id), 0.0)
         ep.datagrams_to_send(0.0)
@@ -219,7 +221,7 @@ def test_syn_flood_recycles_half_open_slots_and_memory_stays_bounded() -> None:
 
 
 def test_full_backlog_of_established_connections_refuses_new_syns() -> None:
-    ep = fake_endpoint(accepting=True, backlog=2)
+    ep = fake_endpoint(accepting=True, backlog=2, retry="never")
     for source_id in (1, 2):
         ep.receive_datagram(syn(source_id), ("10.1.1.1", source_id), 0.0)
     for assoc in ep.associations:
@@ -314,7 +316,7 @@ def test_terminated_connections_leave_the_tables() -> None:
 def test_connections_that_die_unaccepted_leave_the_backlog() -> None:
     """Established but silent until they failed (peer_timeout): nothing to accept, so
     new clients are not locked out; one that delivered a message stays for accept()."""
-    ep = fake_endpoint(accepting=True, backlog=2)
+    ep = fake_endpoint(accepting=True, backlog=2, retry="never")
     for source_id in (1, 2):
         ep.receive_datagram(syn(source_id), ("10.1.1.1", source_id), 0.0)
     silent, talker = ep.associations

@@ -45,7 +45,9 @@ FIXED_PAYLOADS = {
     PacketType.STATELESS_RESET: wire.RESET_TOKEN_SIZE,
     PacketType.PATH_CHALLENGE: wire.PATH_DATA_SIZE,
     PacketType.PATH_RESPONSE: wire.PATH_DATA_SIZE,
+    PacketType.RETRY: wire.RETRY_TOKEN_SIZE,
 }
+retry_tokens = st.binary(min_size=wire.RETRY_TOKEN_SIZE, max_size=wire.RETRY_TOKEN_SIZE)
 
 
 @st.composite
@@ -61,6 +63,8 @@ def packets(draw: st.DrawFn) -> Packet:
         fragments_left = draw(U32)
     elif packet_type in (PacketType.SYN, PacketType.SYN_ACK):
         payload = draw(handshake_payloads)
+        if packet_type is PacketType.SYN and draw(st.booleans()):
+            payload += draw(retry_tokens)  # a SYN answering a RETRY (section 6.2.1)
         fragments_left = 0
     else:
         size = FIXED_PAYLOADS.get(packet_type, 0)

@@ -421,7 +421,7 @@ def test_s3_1_field_offsets_sizes_byte_order() -> None:
     )
     data = wire.encode(packet)
     expected_body = (
-        bytes([3, 3, 1, 1])  # version 3, DATA, ACK_NOW, one SACK block
+        bytes([4, 3, 1, 1])  # version 4, DATA, ACK_NOW, one SACK block
         + bytes.fromhex("0102030405060708")  # 4: connection id
         + bytes.fromhex("0A0B0C0D")  # 12: packet number
         + bytes.fromhex("11223344")  # 16: seq
@@ -1402,7 +1402,7 @@ def test_s8_7_every_datagram_numbered_in_send_order() -> None:
 
     def lossy(name: str, data: bytes) -> bool:
         # Lose the first copy of every 4th datagram, so SYNs, data and FINs are sent again.
-        if zlib.crc32(data) % 4 == 1 and data not in lost:
+        if zlib.crc32(data) % 4 == 0 and data not in lost:
             lost.add(data)
             return True
         return False
@@ -2573,13 +2573,13 @@ def _version_1_datagram(ptype: int, cid: int, seq: int, ack: int, payload: bytes
 
 
 def test_s15_1_other_versions_dropped_silently() -> None:
-    """§15.1-1: a datagram of any version but 3 is dropped with no reply, in every state."""
+    """§15.1-1: a datagram of any version but 4 is dropped with no reply, in every state."""
     listener = _engine(None, is_client=False)
     handshake = wire.encode_handshake(wire.Handshake(CLIENT_ID, 1400))
-    # A genuine version-1 SYN (42 bytes, CRC valid) and version-3 layouts with other versions.
+    # A genuine version-1 SYN (42 bytes, CRC valid) and version-4 layouts with other versions.
     syns = [_version_1_datagram(1, 0, 77, 0, handshake)] + [
         _raw(version=version, ptype=1, cid=0, payload=handshake)
-        for version in (0, 1, 2, 4, 0x7F, 0xFF)
+        for version in (0, 1, 2, 3, 5, 0x7F, 0xFF)
     ]
     for syn in syns:
         before = _snapshot(listener)
@@ -2587,7 +2587,7 @@ def test_s15_1_other_versions_dropped_silently() -> None:
         _assert_dropped_without_effect(listener, before, 0.0)
         assert listener.state is ConnectionState.LISTEN
     peer = _server_under_test()
-    for version in (0, 1, 2, 4, 0xFF):
+    for version in (0, 1, 2, 3, 5, 0xFF):
         for ptype, payload in ((3, b"data"), (4, b""), (5, b""), (6, b""), (7, PEER_TOKEN)):
             data = _raw(
                 version=version,

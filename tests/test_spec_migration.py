@@ -228,7 +228,8 @@ def test_s6_6_2_unknown_id_answered_with_stateless_reset() -> None:
 
 
 def test_s6_6_2_reset_never_answered_by_a_reset() -> None:
-    """§6.6.2-2: neither a STATELESS_RESET, nor a RESET, nor a SYN draws a stateless reset."""
+    """§6.6.2-2: neither a STATELESS_RESET, nor a RESET, nor a SYN, nor a RETRY draws a
+    stateless reset."""
     endpoint = Endpoint(Config(), accepting=False, static_key=KEY)
     endpoint.receive_datagram(wire.encode_stateless_reset(99, bytes(16)), CLIENT, 1.0)
     reset = wire.encode(Packet(PacketType.RESET, 0, 99, 1, 1, 64, 0, (), bytes(16)))
@@ -239,6 +240,7 @@ def test_s6_6_2_reset_never_answered_by_a_reset() -> None:
         )
     )
     endpoint.receive_datagram(syn, CLIENT, 1.0)
+    endpoint.receive_datagram(wire.encode_retry(99, wire.decode(syn), bytes(20)), CLIENT, 1.0)
     assert endpoint.datagrams_to_send(1.0) == []
     assert endpoint.stats.stateless_resets_sent == 0
     assert endpoint.stats.stateless_resets_suppressed == 0

@@ -314,6 +314,9 @@ class SansIOConnection:
     def _read_syn_ack(self, packet: wire.Packet, now: float) -> None:
         self._heard(self._opening.on_syn_ack(packet, now), now)
 
+    def _read_retry(self, packet: wire.Packet, now: float) -> None:
+        self._heard(self._opening.on_retry(packet, now), now)
+
     def _heard(self, result: int, now: float) -> None:
         """Count or remember what ``Opening`` made of a SYN or SYN_ACK."""
         if result == REJECTED:
@@ -389,6 +392,7 @@ class SansIOConnection:
         PacketType.STATELESS_RESET: _read_stateless_reset,
         PacketType.PATH_CHALLENGE: _read_path,
         PacketType.PATH_RESPONSE: _read_path,
+        PacketType.RETRY: _read_retry,
     }
     """Packet type -> its reader.  Every type is an input of the state table as well."""
 

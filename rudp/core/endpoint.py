@@ -13,12 +13,15 @@ Addresses are opaque hashable values (the driver normalises them, e.g. IPv6
 4-tuples from ``recvfrom``); the endpoint only compares them for equality.
 
 ``Endpoint(config=None, *, accepting=False, backlog=128, rng=None, connection_factory=None,
-static_key=None, stateless_reset_rate=100.0, stateless_reset_burst=100)``
+static_key=None, stateless_reset_rate=100.0, stateless_reset_burst=100, retry="under_load",
+retry_threshold=16)``
     ``accepting``: create a server-side connection when a SYN arrives from a new
-    (address, client connection id).  ``backlog``: most such connections not yet
-    taken with ``accept()``.  ``rng`` is handed to every connection (seeded in
-    simulations).  ``connection_factory(config, is_client=..., rng=..., static_key=...)``
-    makes the cores (default ``SansIOConnection``; tests may inject another).
+    (address, client connection id) -- at once, or only once its address is validated
+    by a RETRY round trip (``retry``, ``retry_threshold``: ``rudp.core.retry``).
+    ``backlog``: most such connections not yet taken with ``accept()``.  ``rng`` is
+    handed to every connection (seeded in simulations).
+    ``connection_factory(config, is_client=..., rng=..., static_key=...)`` makes the
+    cores (default ``SansIOConnection``; tests may inject another).
     ``static_key`` makes every connection's stateless-reset token (section 6.6; the
     drivers keep one on disk so a restarted program answers with the same tokens);
     None draws one from ``rng`` (or the system CSPRNG).  The two rates bound the
@@ -42,8 +45,9 @@ static_key=None, stateless_reset_rate=100.0, stateless_reset_burst=100)``
 
 ``datagrams_to_send(now) -> list[tuple[bytes, address]]``
     Everything queued by every connection touched since the last call, and the
-    stateless resets owed, less what the anti-amplification limit holds back for a
-    connection whose new address is not validated yet.
+    stateless resets and RETRYs owed, less what the anti-amplification limit holds back
+    for a connection whose new address is not validated yet, and less what exceeds three
+    times the bytes received for a server connection whose address is not validated.
 
 ``get_timer() -> float | None`` / ``handle_timer(now)``
     Earliest deadline over all connections; fire every connection whose
@@ -96,11 +100,12 @@ Terminated connections leave the routing tables as soon as they are seen
 terminated with no timer left (a cleanly closed one first sits out its
 TIME_WAIT, re-acknowledging retransmitted FINs); once their last event has been
 read the endpoint holds no reference to them.  Server connections not yet accepted are bounded by
-``backlog``.  When the backlog is full, a new SYN evicts (aborts) the oldest
-connection still handshaking -- a flood of spoofed SYNs then only recycles
-half-open slots instead of locking real clients out for a whole handshake
-budget -- and is dropped only when every slot is an established connection
-waiting for ``accept()``.  A connection that fails before it was accepted and
+``backlog``, unvalidated ones (their address not proved by a retry token or by the
+handshake's end) by ``retry_threshold``: beyond it a SYN draws a stateless RETRY and
+creates nothing (section 6.2.1).  When the backlog is full a new SYN is refused,
+never an existing connection evicted, so no legitimate client is ever reset to make
+room (with ``retry="never"``, version 3's eviction of the oldest half-open one stays).
+A connection that fails before it was accepted and
 before it delivered a message (a failed handshake, or one that went silent until
 ``peer_timeout``) leaves the backlog at once: it has nothing to hand out.  The
 peer-id table (routing stateless resets) has one entry per live association; the
@@ -122,6 +127,7 @@ from rudp.core.connection_like import ConnectionLike as ConnectionLike
 from rudp.core.connection_like import default_factory
 from rudp.core.endpoint_stats import EndpointStats
 from rudp.core.migration import Migration, follow_peer, limit_output
+from rudp.core.retry import DEFAULT_RETRY_THRESHOLD, REFUSED, VALIDATED, AddressBudget, RetryGate
 from rudp.core.stateless_reset import DEFAULT_RESET_BURST, DEFAULT_RESET_RATE, StatelessResets
 from rudp.core.tokens import STATIC_KEY_SIZE
 from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake
@@ -151,6 +157,7 @@ class Association:
         "_timer",
         "accepted",
         "address",
+        "budget",
         "connection",
         "context",
         "established",
@@ -186,6 +193,8 @@ class Association:
         self._paused = False
         self.migration: Migration | None = None
         """The peer's new address while it is validated (``rudp.core.migration``), or None."""
+        self.budget: AddressBudget | None = None
+        """A server connection whose address is not validated yet: the 3x limit's count."""
         self._remote_id: int | None = None  # the peer's id, once the core learned it
         self._syn_key = syn_key
         self._timer: float | None = None
@@ -258,6 +267,8 @@ class Endpoint:
         static_key: bytes | None = None,
         stateless_reset_rate: float = DEFAULT_RESET_RATE,
         stateless_reset_burst: int = DEFAULT_RESET_BURST,
+        retry: str = "under_load",
+        retry_threshold: int = DEFAULT_RETRY_THRESHOLD,
     ) -> None:
         if backlog < 1:
             raise ValueError("backlog must be at least 1")
@@ -278,6 +289,7 @@ class Endpoint:
         self._resets = StatelessResets(
             static_key, self.stats, stateless_reset_rate, stateless_reset_burst
         )
+        self._retry = RetryGate(static_key, retry, retry_threshold)
         self._reset_output: list[tuple[bytes, Address]] = []
         self._rng = rng
         self._factory: ConnectionFactory = connection_factory or default_factory
@@ -285,6 +297,7 @@ class Endpoint:
         self._by_syn: dict[tuple[Address, int], Association] = {}
         # Insertion-ordered dicts used as ordered sets.
         self._pending: dict[Association, None] = {}  # server connections not yet accepted
+        self._unvalidated: dict[Association, None] = {}  # server, address not validated
         self._dirty: dict[Association, None] = {}  # output / timer may have changed
         self._eventful: dict[Association, None] = {}  # may have events
         self._heap: list[tuple[float, int, Association]] = []
@@ -305,6 +318,16 @@ class Endpoint:
     def pending_count(self) -> int:
         """Server connections waiting for ``accept()``."""
         return len(self._pending)
+
+    @property
+    def unvalidated_count(self) -> int:
+        """Server connections whose peer's address is not validated yet."""
+        return len(self._unvalidated)
+
+    @property
+    def retry(self) -> str:
+        """``"always"``, ``"under_load"`` or ``"never"`` (``rudp.core.retry``)."""
+        return self._retry.mode
 
     # --- opening ---------------------------------------------------------
 
@@ -370,7 +393,7 @@ class Endpoint:
             except BadPacket:
                 self.stats.bad_datagrams += 1
                 return
-            assoc = self._route_syn(handshake, address)
+            assoc = self._route_syn(packet, handshake, address, len(data), now)
             if assoc is None:
                 return
             # The core gets the block decoded here: a SYN's handshake is decoded once.
@@ -394,6 +417,8 @@ class Endpoint:
             if assoc.address == address:
                 if assoc.migration is not None:
                     assoc.migration.received += len(data)  # the amplification budget
+                elif assoc.budget is not None:
+                    assoc.budget.received += len(data)
                 assoc.connection.receive_packet(packet, now)  # decoded once, here
             elif not follow_peer(assoc, packet, len(data), address, now, self.stats):
                 return
@@ -413,23 +438,41 @@ class Endpoint:
             assoc._remote_id = remote_id
             self._resets.learn(remote_id, assoc)
 
-    def _route_syn(self, handshake: Handshake, address: Address) -> Association | None:
-        key = (address, handshake.source_connection_id)
+    def _route_syn(
+        self, packet: Packet, handshake: Handshake, address: Address, size: int, now: float
+    ) -> Association | None:
+        client_id = handshake.source_connection_id
+        key = (address, client_id)
         assoc = self._by_syn.get(key)
         if assoc is not None:
+            if assoc.budget is not None:
+                assoc.budget.received += size
             return assoc  # retransmitted SYN: the core resends its SYN_ACK
+        stats = self.stats
         if not self.accepting:
-            self.stats.unknown_connection += 1
+            stats.unknown_connection += 1
             return None
-        if len(self._pending) >= self.backlog and not self._evict_half_open():
-            self.stats.syn_refused += 1
+        full = len(self._pending) >= self.backlog
+        admitted = self._retry.admit(
+            packet, client_id, address, now, len(self._unvalidated), full, stats
+        )
+        if admitted == REFUSED:
+            return None  # a RETRY may be owed: the gate's output, collected with ours
+        validated = admitted == VALIDATED
+        if full and not (self._retry.mode == "never" and self._evict_half_open()):
+            stats.syn_refused += 1  # no eviction: nobody legitimate is reset to make room
             return None
         connection = self._new_connection(self.config, is_client=False)
         assoc = Association(self, connection, address, initiated_locally=False, syn_key=key)
+        if validated:
+            stats.addresses_validated += 1
+        else:
+            assoc.budget = AddressBudget(size)
+            self._unvalidated[assoc] = None
         self._by_syn[key] = assoc
         self._register(assoc)
         self._pending[assoc] = None
-        self.stats.connections_created += 1
+        stats.connections_created += 1
         return assoc
 
     def _evict_half_open(self) -> bool:
@@ -454,6 +497,9 @@ class Endpoint:
         out: list[tuple[bytes, Address]] = []
         if self._reset_output:
             out, self._reset_output = self._reset_output, []
+        if self._retry.output:
+            out += self._retry.output
+            self._retry.output = []
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}
@@ -461,11 +507,20 @@ class Endpoint:
                 datagrams = assoc.connection.datagrams_to_send(now)
                 if assoc.migration is not None:
                     datagrams = limit_output(assoc, datagrams, self.stats)
+                elif assoc.budget is not None:
+                    if assoc.connection.is_established:  # it acknowledged our SYN_ACK
+                        self._validated(assoc)
+                    else:
+                        datagrams = assoc.budget.limit(datagrams, self.stats)
                 address = assoc.address
                 out.extend([(data, address) for data in datagrams])
                 self._refresh(assoc)
         self.stats.datagrams_sent += len(out)
         return out
+
+    def _validated(self, assoc: Association) -> None:
+        assoc.budget = None
+        self._unvalidated.pop(assoc, None)
 
     def get_timer(self) -> float | None:
         """Earliest absolute deadline over all connections, or None."""
@@ -532,6 +587,7 @@ class Endpoint:
         if assoc._remote_id is not None:
             self._resets.forget(assoc._remote_id, assoc)
         assoc.migration = None
+        self._validated(assoc)  # out of the count of unvalidated half-open connections
         assoc._timer = None
         if not self._is_established(assoc):
             # A handshake that failed has nothing for accept() to hand out.

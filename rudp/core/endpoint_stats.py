@@ -51,9 +51,16 @@ class EndpointStats:
     amplification_dropped: int = 0
     """Held datagrams dropped (the hold was full, or the path failed validation)."""
     syn_refused: int = 0
-    """SYN dropped because the backlog was full of established connections."""
+    """SYN dropped because the backlog was full (of validated or established connections;
+    nothing is evicted for it, but with ``retry="never"``)."""
     half_open_evicted: int = 0
-    """Handshaking connections aborted to make room for a new SYN."""
+    """Handshaking connections aborted to make room for a new SYN (``retry="never"`` only)."""
+    retries_sent: int = 0
+    """RETRYs sent, statelessly, in answer to SYNs without a token (section 6.2.1)."""
+    retry_tokens_invalid: int = 0
+    """SYNs whose retry token was forged, expired, or for another address or client id."""
+    addresses_validated: int = 0
+    """Server connections created by a SYN with a valid retry token."""
     connections_opened: int = 0
     """Client connections made with ``connect``."""
     connections_created: int = 0

@@ -5,7 +5,8 @@ and the first packet that acknowledges a SYN_ACK, what they tell about the peer
 (its connection id, initial sequence number and datagram size), our own SYN or
 SYN_ACK and its retransmission (the same RTO and give-up budget as data,
 section 9), its RTT sample (named by the peer's packet-number echo), and the
-server's anti-amplification limit.  It moves the connection's ``StateMachine``
+server's anti-amplification limit, and the client's answer to a RETRY (section 6.2.1: the
+SYN again at once, with the token).  It moves the connection's ``StateMachine``
 like every other part, and reports to ``rudp.core.connection`` what the
 connection must count or remember.
 """
@@ -93,6 +94,8 @@ class Opening:
         # a peer repeating its SYN cannot grow it.
         self._sent_at: dict[int, float] = {}
         self._retries = 0  # handshake timeouts so far: the give-up budget
+        self.retry_token: bytes | None = None
+        """Client: the token of the server's RETRY, echoed by every later SYN (section 6.2.1)."""
 
     @staticmethod
     def _sack_limit(size: int) -> int:
@@ -163,6 +166,24 @@ class Opening:
         self._opened(packet, now)
         return OPENED
 
+    def on_retry(self, packet: Packet, now: float) -> int:
+        """Client in SYN_SENT: a RETRY (section 6.2.1).  The first one that acknowledges
+        our SYN is taken: the SYN goes out again at once with its token, and the timer
+        restarts without backing off (the RETRY proved the path alive).  Any other is
+        dropped: a client follows one RETRY only, so two servers cannot bounce it."""
+        if (
+            not self._is_client
+            or self.retry_token is not None
+            or wire.expand_seq(packet.ack, self._sender.snd_una) != self._sender.snd_una
+            or not self._sm.apply(Input.RECV_RETRY)
+        ):
+            return REJECTED
+        self.retry_token = bytes(packet.payload)
+        # No RTT sample from the RETRY: the SYN_ACK's echo names the SYN that carries the
+        # token, and that transmission's send time gives the handshake's sample.
+        self.start(now)
+        return HEARD
+
     def on_ack_of_syn_ack(self, packet: Packet, now: float) -> bool:
         """Server in SYN_RECEIVED: a packet acknowledging our SYN_ACK ends the handshake."""
         sender = self._sender
@@ -219,6 +240,8 @@ class Opening:
         block = wire.encode_handshake(
             Handshake(self._local_id, self._config.max_datagram_size, self.reset_token)
         )
+        if ptype is PacketType.SYN and self.retry_token is not None:
+            block += self.retry_token  # section 6.2.1: the SYN echoes the RETRY's token
         remote = self.remote_connection_id or 0
         receiver = self._receiver
         # A SYN acknowledges nothing; a SYN_ACK echoes the SYN's packet number.

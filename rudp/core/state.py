@@ -124,6 +124,8 @@ class Input(enum.IntEnum):
     """After a full close (``close(reading=False)``) data of the peer was left unread or
     arrived later, and every message of ours is acknowledged: we send a RESET (RFC 1122
     section 4.2.2.13) and, having lost nothing of our own, end as ``Closed`` (section 6.3)."""
+    RECV_RETRY = 29
+    """A RETRY arrived (section 6.2.1): the client resends its SYN with the token."""
 
 
 S = ConnectionState
@@ -157,6 +159,7 @@ def _build() -> dict[tuple[ConnectionState, Input], ConnectionState]:
         (S.SYN_SENT, I.SEND): S.SYN_SENT,
         (S.SYN_SENT, I.CLOSE): S.SYN_SENT,  # deferred until ESTABLISHED
         (S.SYN_SENT, I.RECV_SYN_ACK): S.ESTABLISHED,
+        (S.SYN_SENT, I.RECV_RETRY): S.SYN_SENT,  # resend the SYN with the retry token
         # opening (server)
         (S.LISTEN, I.RECV_SYN): S.SYN_RECEIVED,
         (S.LISTEN, I.SEND): S.LISTEN,
@@ -310,6 +313,7 @@ PACKET_INPUTS: dict[int, Input] = {
     8: I.RECV_STATELESS_RESET,
     9: I.RECV_PATH_CHALLENGE,
     10: I.RECV_PATH_RESPONSE,
+    11: I.RECV_RETRY,
 }
 """Packet type code (``rudp.core.wire.PacketType``) -> the input it is."""
 

@@ -46,9 +46,11 @@ DEFAULT_RESET_BURST: Final = 100
 hit by every peer's in-flight window at once, and the first packet of each peer
 should be answered."""
 
-_NEVER_ANSWERED: Final = frozenset({PacketType.STATELESS_RESET, PacketType.RESET, PacketType.SYN})
+_NEVER_ANSWERED: Final = frozenset(
+    {PacketType.STATELESS_RESET, PacketType.RESET, PacketType.SYN, PacketType.RETRY}
+)
 """Section 6.6.2: a reset is never answered by a reset (no loops, RFC 9000 section
-10.3.3), and a SYN carries no id of ours (0)."""
+10.3.3), a SYN carries no id of ours (0), and a RETRY comes from a stateless server."""
 
 
 class ResetRateLimiter:

@@ -46,11 +46,12 @@ from rudp.core.seqnum import expand_seq as expand_seq
 from rudp.core.seqnum import wire_seq as wire_seq
 from rudp.errors import BadPacket
 
-VERSION = 3
+VERSION = 4
 """The only version this implementation speaks (specs/protocol.md section 15).  Version 2
 added the packet number, the echo of the largest one received and the ack delay; version 3
 the stateless-reset token in the handshake block, the token in RESET, the compact
-STATELESS_RESET datagram and the path-validation packets."""
+STATELESS_RESET datagram and the path-validation packets; version 4 the RETRY packet and
+the retry token a SYN may carry after its handshake block (stateless address validation)."""
 
 
 class PacketType(enum.IntEnum):
@@ -78,6 +79,9 @@ class PacketType(enum.IntEnum):
     (RFC 9000 section 8.2); occupies no sequence number."""
     PATH_RESPONSE = 10
     """Echoes a PATH_CHALLENGE's 8 bytes; occupies no sequence number."""
+    RETRY = 11
+    """A server's stateless answer to a SYN without a valid retry token (RFC 9000 section
+    8.1): its payload is the token the client echoes in its next SYN."""
 
 
 class Flags(enum.IntFlag):
@@ -89,8 +93,8 @@ class Flags(enum.IntFlag):
 
 
 KNOWN_FLAGS = int(Flags.ACK_NOW)
-"""Bits a version-1 sender may set.  The rest are reserved for a future
-stateless-cookie handshake and an authenticated-encryption mode; a version-1
+"""Bits a sender may set.  The rest are reserved (for an authenticated-encryption mode,
+among others; the stateless-cookie handshake became the RETRY packet of version 4); a
 receiver rejects a datagram that sets any of them."""
 
 SEQ_MASK = SEQ_MODULUS - 1
@@ -148,6 +152,18 @@ HANDSHAKE = cs.Struct(
 )
 """Payload of SYN and SYN_ACK (specs/protocol.md section 6)."""
 
+RETRY_MAC_SIZE = 16
+"""Bytes of a retry token's MAC (HMAC-SHA256 truncated, as a reset token)."""
+
+RETRY_TOKEN = cs.Struct(
+    "bucket" / cs.Int32ub,  # the coarse time bucket the token was issued in (section 6.2.1)
+    "mac" / cs.Bytes(RETRY_MAC_SIZE),  # over (client address, client id) under that bucket's key
+)
+"""Payload of RETRY, and what a SYN carries after its handshake block to echo it."""
+
+SYN_WITH_TOKEN = cs.Struct("handshake" / HANDSHAKE, "token" / RETRY_TOKEN)
+"""The payload of a SYN answering a RETRY: the handshake block, then the retry token."""
+
 STATELESS_RESET = cs.Struct(
     "version" / cs.Int8ub,
     "type" / cs.Const(int(PacketType.STATELESS_RESET), cs.Int8ub),
@@ -197,6 +213,11 @@ SACK_STRUCT = _derive_struct(SACK_BLOCK)
 SACK_SIZE = SACK_STRUCT.size
 HANDSHAKE_STRUCT = _derive_struct(HANDSHAKE)
 HANDSHAKE_SIZE = HANDSHAKE_STRUCT.size
+RETRY_TOKEN_STRUCT = _derive_struct(RETRY_TOKEN)
+RETRY_TOKEN_SIZE = RETRY_TOKEN_STRUCT.size
+"""Bytes of a retry token (20): the payload of RETRY."""
+SYN_WITH_TOKEN_SIZE = HANDSHAKE_SIZE + RETRY_TOKEN_SIZE
+"""Payload length of a SYN that echoes a retry token (46)."""
 _CHECKSUM_STRUCT = struct.Struct(">I")
 CHECKSUM_SIZE = _CHECKSUM_STRUCT.size
 OVERHEAD = HEADER_SIZE + CHECKSUM_SIZE
@@ -215,8 +236,10 @@ _PAYLOAD_SIZES: dict[PacketType, int] = {
     PacketType.RESET: RESET_TOKEN_SIZE,
     PacketType.PATH_CHALLENGE: PATH_DATA_SIZE,
     PacketType.PATH_RESPONSE: PATH_DATA_SIZE,
+    PacketType.RETRY: RETRY_TOKEN_SIZE,
 }
-"""The exact payload length of each type that has one (the others carry none)."""
+"""The exact payload length of each type that has one (the others carry none); a SYN may
+also carry ``SYN_WITH_TOKEN_SIZE`` bytes (its block and a retry token)."""
 _MAX_U16 = 0xFFFF
 _MAX_U32 = 0xFFFFFFFF
 ACK_DELAY_UNIT = 8e-6
@@ -295,7 +318,10 @@ def check_semantics(packet: Packet) -> None:
         raise BadPacket("a stateless reset has a datagram format of its own")
     if packet.fragments_left:
         raise BadPacket(f"{ptype.name} carries fragment information")
-    if len(packet.payload) != _PAYLOAD_SIZES.get(ptype, 0):
+    size = len(packet.payload)
+    if size != _PAYLOAD_SIZES.get(ptype, 0) and not (
+        ptype is PacketType.SYN and size == SYN_WITH_TOKEN_SIZE
+    ):
         raise BadPacket(f"{ptype.name} payload has the wrong length")
 
 
@@ -566,13 +592,31 @@ def encode_handshake(handshake: Handshake) -> bytes:
 
 
 def decode_handshake(payload: bytes) -> Handshake:
-    """Parse a SYN / SYN_ACK payload (already length-checked by ``decode``)."""
-    if len(payload) != HANDSHAKE_SIZE:
+    """Parse a SYN / SYN_ACK payload (already length-checked by ``decode``): the handshake
+    block, which a SYN's retry token may follow (``syn_token``)."""
+    if len(payload) not in (HANDSHAKE_SIZE, SYN_WITH_TOKEN_SIZE):
         raise BadPacket("handshake payload has the wrong length")
-    source_connection_id, max_datagram_size, reset_token = HANDSHAKE_STRUCT.unpack(payload)
+    source_connection_id, max_datagram_size, reset_token = HANDSHAKE_STRUCT.unpack_from(payload)
     if max_datagram_size < OVERHEAD + 1:
         raise BadPacket("peer's max_datagram_size is too small to carry data")
     return Handshake(source_connection_id, max_datagram_size, reset_token)
+
+
+def syn_token(payload: bytes) -> bytes | None:
+    """The retry token a SYN's payload carries after its handshake block, or None."""
+    if len(payload) != SYN_WITH_TOKEN_SIZE:
+        return None
+    return bytes(payload[HANDSHAKE_SIZE:])
+
+
+def encode_retry(client_id: int, syn: Packet, token: bytes) -> bytes:
+    """The RETRY answering ``syn`` (section 6.2.1): to the client's id, acknowledging its
+    ISN, echoing its packet number, carrying ``token``; stateless, so ``seq`` and the
+    packet number are 0."""
+    if len(token) != RETRY_TOKEN_SIZE:
+        raise ValueError("a retry token is 20 bytes")
+    acks = AckFields(syn.seq + 1, 0, syn.packet_number, 0)
+    return encode_fields(PacketType.RETRY, 0, client_id, 0, 0, acks, token)
 
 
 def peek_type(datagram: bytes) -> int:

@@ -111,8 +111,17 @@ class DriverOptions:
     which opens connections implicitly (use its ``settimeout``)."""
 
     backlog: int = 128
-    """Server: most connections the endpoint keeps before they are accepted
-    (handshaking ones are evicted first: SYN-flood bound)."""
+    """Server: most connections the endpoint keeps before they are accepted (a SYN
+    beyond them is refused; nothing is evicted)."""
+
+    retry: str = "under_load"
+    """Server: when a SYN must prove its address with a RETRY round trip before it
+    creates a connection (specs/protocol.md section 6.2.1): ``"under_load"`` (more than
+    ``retry_threshold`` unvalidated handshakes at once, or a full backlog), ``"always"``
+    or ``"never"``."""
+
+    retry_threshold: int = 16
+    """Server, ``retry="under_load"``: unvalidated handshakes that make the load."""
 
     local_addr: Address | None = None
     """Client: address to bind.  ``None``: the loopback address when the peer is
@@ -155,6 +164,8 @@ class DriverOptions:
             self.timeout is not None and self.timeout <= 0
         ):
             raise ValueError("linger must be >= 0 and timeout > 0 (or None)")
+        if self.retry not in ("always", "under_load", "never") or self.retry_threshold < 0:
+            raise ValueError('retry must be "always", "under_load" or "never"')
         if self.backlog < 1 or self.recv_batch < 1:
             raise ValueError("backlog and recv_batch must be positive")
         if self.socket_buffer is not None and self.socket_buffer < 1:

@@ -207,7 +207,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
     def _accept(self) -> None:
         accept = self.endpoint.accept
         # Only established connections reach a handler: half-open ones stay in
-        # the endpoint's backlog, where a SYN flood can only evict its own kind.
+        # the endpoint's backlog, bounded there (a SYN flood draws stateless RETRYs).
         while (assoc := accept(established_only=True)) is not None:
             conn: Connection = assoc.context or self._adopt(assoc)
             if self._on_accept is None:
@@ -370,6 +370,8 @@ async def open_endpoint(
             accepting=server,
             backlog=options.backlog,
             static_key=options.endpoint_static_key(),
+            retry=options.retry,
+            retry_threshold=options.retry_threshold,
         )
         protocol = EndpointProtocol(
             endpoint, sock, config, options, on_accept=on_accept, close_when_idle=not server

@@ -247,6 +247,8 @@ class Engine:
             accepting=accepting,
             backlog=options.backlog,
             static_key=options.endpoint_static_key(),
+            retry=options.retry,
+            retry_threshold=options.retry_threshold,
         )
         self.cond = threading.Condition(threading.Lock())
         self.on_event = on_event
