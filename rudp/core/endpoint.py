@@ -122,10 +122,11 @@ from rudp.core.connection_like import ConnectionLike as ConnectionLike
 from rudp.core.connection_like import default_factory
 from rudp.core.endpoint_stats import EndpointStats
 from rudp.core.migration import Migration, follow_peer, limit_output
+from rudp.core.receiver import Budget
 from rudp.core.stateless_reset import DEFAULT_RESET_BURST, DEFAULT_RESET_RATE, StatelessResets
 from rudp.core.tokens import STATIC_KEY_SIZE
 from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake
-from rudp.errors import BadPacket
+from rudp.errors import BadPacket, ConnectionLimitExceeded
 from rudp.events import Connected, Event, Failed, MessageReceived
 
 __all__ = ["Association", "ConnectionFactory", "ConnectionLike", "Endpoint", "EndpointStats"]
@@ -273,6 +274,8 @@ class Endpoint:
         """Most server connections waiting for ``accept()``."""
         self.stats = EndpointStats()
         """Endpoint-level counters."""
+        self.budget = Budget(self.config.max_buffered_bytes)
+        """Receive bytes all connections share (``Config.max_buffered_bytes``, 13.4)."""
         self.static_key = static_key
         """The key every connection's stateless-reset token is made from (section 6.6)."""
         self._resets = StatelessResets(
@@ -309,7 +312,13 @@ class Endpoint:
     # --- opening ---------------------------------------------------------
 
     def connect(self, address: Address, now: float, config: Config | None = None) -> Association:
-        """Open a client connection to ``address``; its SYN goes out with the next output."""
+        """Open a client connection to ``address``; its SYN goes out with the next output.
+
+        Raises ``ConnectionLimitExceeded`` at ``Config.max_connections`` (section 13.4).
+        """
+        if not self._room_for_connection(buffers=False):
+            cap = self.config.max_connections
+            raise ConnectionLimitExceeded(f"endpoint holds max_connections={cap} connections")
         connection = self._new_connection(config or self.config, is_client=True)
         connection.connect(now)
         assoc = Association(self, connection, address, initiated_locally=True)
@@ -332,6 +341,19 @@ class Endpoint:
             return assoc
         return None
 
+    def _room_for_connection(self, *, buffers: bool = True) -> bool:
+        """Below ``max_connections`` and, for a SYN, with shared receive bytes left."""
+        if len(self._by_id) >= self.config.max_connections:
+            return False
+        return not buffers or self.budget.free >= self.config.max_datagram_size
+
+    def _refuse_syn(
+        self, packet: Packet, handshake: Handshake, address: Address, now: float
+    ) -> None:
+        reset = self._resets.refuse(packet, handshake, now)
+        if reset is not None:
+            self._reset_output.append((reset, address))
+
     def _new_connection(self, config: Config, *, is_client: bool) -> Any:
         # Connection ids are 64-bit random: a collision is a 2**-64 event per
         # pair, but routing must never hand one peer's packets to another.
@@ -341,6 +363,9 @@ class Endpoint:
             )
             cid = connection.local_connection_id
             if cid is None or cid not in self._by_id:
+                attach = getattr(connection, "attach_budget", None)
+                if attach is not None:
+                    attach(self.budget)
                 return connection
         raise RuntimeError("could not draw a unique connection id (broken rng?)")
 
@@ -365,6 +390,7 @@ class Endpoint:
             self.stats.bad_datagrams += 1
             return
         if packet.type is PacketType.SYN and packet.connection_id == 0:
+            refused = self.stats.syn_refused_limit
             try:
                 handshake = decode_handshake(packet.payload)
             except BadPacket:
@@ -372,6 +398,8 @@ class Endpoint:
                 return
             assoc = self._route_syn(handshake, address)
             if assoc is None:
+                if self.stats.syn_refused_limit != refused:  # section 13.4-5: say so
+                    self._refuse_syn(packet, handshake, address, now)
                 return
             # The core gets the block decoded here: a SYN's handshake is decoded once.
             assoc.connection.receive_packet(packet, now, handshake)
@@ -420,6 +448,9 @@ class Endpoint:
             return assoc  # retransmitted SYN: the core resends its SYN_ACK
         if not self.accepting:
             self.stats.unknown_connection += 1
+            return None
+        if not self._room_for_connection():
+            self.stats.syn_refused_limit += 1
             return None
         if len(self._pending) >= self.backlog and not self._evict_half_open():
             self.stats.syn_refused += 1
@@ -533,6 +564,9 @@ class Endpoint:
             self._resets.forget(assoc._remote_id, assoc)
         assoc.migration = None
         assoc._timer = None
+        release = getattr(assoc.connection, "release_budget", None)
+        if release is not None:
+            release()
         if not self._is_established(assoc):
             # A handshake that failed has nothing for accept() to hand out.
             self._pending.pop(assoc, None)

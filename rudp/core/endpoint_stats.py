@@ -52,6 +52,9 @@ class EndpointStats:
     """Held datagrams dropped (the hold was full, or the path failed validation)."""
     syn_refused: int = 0
     """SYN dropped because the backlog was full of established connections."""
+    syn_refused_limit: int = 0
+    """SYN refused because the endpoint holds ``Config.max_connections`` connections or
+    its receivers' shared ``max_buffered_bytes`` is used up (answered with a RESET)."""
     half_open_evicted: int = 0
     """Handshaking connections aborted to make room for a new SYN."""
     connections_opened: int = 0
