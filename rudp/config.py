@@ -11,6 +11,15 @@ from typing import Any
 
 MIB = 1024 * 1024
 
+MIN_DATAGRAM_SIZE = 1200
+"""Smallest ``max_datagram_size`` we configure or accept from a peer (specs/protocol.md
+section 6.1).  Every IPv6 path carries 1280-byte packets (RFC 8200 section 5), 1232 bytes
+of UDP payload, and QUIC requires 1200 of every path (RFC 9000 section 14); IPv4 paths
+below that are vanishingly rare and QUIC does not serve them either.  A peer announcing a
+tiny size would make us cut each byte of data into a datagram of its own (the
+TCP minimum-MSS problem of CVE-2019-11479): 1200 keeps a hostile peer's packet count
+within 1.2x of the default 1400."""
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -22,21 +31,46 @@ class Config:
     clear of a 1500-byte Ethernet MTU with IPv6 and a tunnel header (KCP and
     ENet use about the same).  The handshake lowers it to the peer's value."""
 
-    max_message_size: int = 64 * MIB
-    """Largest message ``send()`` accepts and the receiver reassembles."""
+    max_message_size: int = 1 * MIB
+    """Largest message ``send()`` accepts and the receiver reassembles.  The message
+    being reassembled counts against ``receive_buffer``, so it may not exceed it; and a
+    driver may hold one more beside its ``recv_buffer``, so a hostile peer costs at most
+    ``receive_buffer + recv_buffer + max_message_size`` (6 MiB with the defaults).  Larger
+    messages need both this and ``receive_buffer`` raised."""
 
     # --- windows ----------------------------------------------------------
+    receive_buffer: int = 4 * MIB
+    """Bytes the receiver buffers: packets held out of order, the message being
+    reassembled and messages delivered but not yet read (specs/protocol.md section
+    11.1).  The advertised window, in packets, is derived from what is left of it and
+    the effective payload size, so a peer can never make us hold more.  4 MiB is 1.7
+    bandwidth-delay products of a 100 Mbit/s, 200 ms path (2.5 MB) and 3088 full
+    packets; with a hostile peer it bounds one connection's receive memory well under
+    8 MiB (``bench/memory.py``)."""
+
     receive_window: int = 4096
-    """Packets the receiver buffers beyond the cumulative ack (out of order plus
-    delivered-but-unread).  Bounds receive memory to about
-    ``receive_window * max_datagram_size`` (5.5 MiB) plus one message being
-    reassembled.  A hole waits at least two round trips for its repair (three if the
-    repair is lost too), so the window must hold several bandwidth-delay products:
-    4096 packets keep a 20 Mbit/s, 200 ms path busy at 20% loss (1024 measured 0.67
-    of the link there, 4096 0.87; specs/protocol.md section 16)."""
+    """Most packets the receiver buffers beyond the cumulative ack (out of order,
+    reassembling, or delivered-but-unread), whatever their size: this bounds the
+    per-packet overhead of tiny packets, ``receive_buffer`` the bytes.  A hole waits at
+    least two round trips for its repair (three if the repair is lost too), so the
+    window must hold several bandwidth-delay products: 4096 packets keep a 20 Mbit/s,
+    200 ms path busy at 20% loss (1024 measured 0.67 of the link there, 4096 0.87;
+    specs/protocol.md section 16)."""
 
     max_send_window: int = 4096
     """Upper bound on packets in flight, whatever the congestion window says."""
+
+    # --- endpoint-wide limits (read from the endpoint's config) ----------------
+    max_connections: int = 1024
+    """Most connections one endpoint (one UDP socket) holds at once, handshaking ones
+    included: a SYN beyond it is refused (dropped and counted in
+    ``EndpointStats.syn_refused_limit``) and a local ``connect`` raises
+    ``ConnectionLimitExceeded``.  Each idle connection costs about 12 KiB."""
+
+    max_buffered_bytes: int = 256 * MIB
+    """Most bytes all receivers of one endpoint buffer together (their
+    ``receive_buffer`` budgets share this): windows shrink as it fills, and a SYN
+    arriving while it is full is refused like one beyond ``max_connections``."""
 
     # --- retransmission timer (RFC 9002 section 6.2, RFC 6298) ----------------
     initial_rto: float = 1.0
@@ -130,8 +164,17 @@ class Config:
         return cls(**options)
 
     def __post_init__(self) -> None:
-        if not 128 <= self.max_datagram_size <= 65507:
-            raise ValueError("max_datagram_size must be within 128..65507")
+        if not MIN_DATAGRAM_SIZE <= self.max_datagram_size <= 65507:
+            raise ValueError(f"max_datagram_size must be within {MIN_DATAGRAM_SIZE}..65507")
+        if self.receive_buffer < self.max_datagram_size:
+            raise ValueError("receive_buffer must hold at least one datagram")
+        if self.max_message_size > self.receive_buffer:
+            raise ValueError(
+                f"max_message_size ({self.max_message_size}) must not exceed receive_buffer "
+                f"({self.receive_buffer}): the message being reassembled counts against it"
+            )
+        if self.max_connections < 1 or self.max_buffered_bytes < self.receive_buffer:
+            raise ValueError("need max_connections >= 1 and max_buffered_bytes >= receive_buffer")
         if self.receive_window < 2 or self.receive_window > 65535:
             raise ValueError("receive_window must be within 2..65535 packets")
         if self.max_send_window < 1:

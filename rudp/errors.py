@@ -47,6 +47,10 @@ class MessageTooLarge(LocalProtocolError, ValueError):
     """A message is larger than the configured ``max_message_size``."""
 
 
+class ConnectionLimitExceeded(LocalProtocolError):
+    """A local endpoint limit (``Config.max_connections``) refused a new connection."""
+
+
 class ConnectionClosed(RudpError, ConnectionError):
     """The connection was closed gracefully; no further messages will arrive."""
 

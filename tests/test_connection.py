@@ -144,31 +144,31 @@ def test_both_directions_at_once() -> None:
 
 
 def test_empty_and_multi_fragment_messages() -> None:
-    pair = ConnectionPair(Config(max_datagram_size=200))
-    full = 200 - wire.OVERHEAD  # exactly one fragment's payload
-    msgs = [b"", b"x" * full, b"y" * (full + 1), b"", bytes(range(256)) * 40, b""]
+    pair = ConnectionPair(Config(max_datagram_size=1200))
+    full = 1200 - wire.OVERHEAD  # exactly one fragment's payload
+    msgs = [b"", b"x" * full, b"y" * (full + 1), b"", bytes(range(256)) * 240, b""]
     for m in msgs:
         pair.client.send(m)
     pair.client.connect(pair.now)
     pair.run(until=5)
     assert pair.received("server") == msgs
     data = [p for d, p in pair.packets() if d == "client" and p.type is wire.PacketType.DATA]
-    assert all(len(p.payload) <= 200 - wire.OVERHEAD for p in data)
+    assert all(len(p.payload) <= 1200 - wire.OVERHEAD for p in data)
     assert data[0].payload == b"" and data[0].fragments_left == 0
     assert [p.fragments_left for p in data[1:4]] == [0, 1, 0]
 
 
 def test_effective_datagram_size_is_the_smaller_of_both() -> None:
     pair = ConnectionPair(
-        Config(max_datagram_size=1400), server_config=Config(max_datagram_size=300)
+        Config(max_datagram_size=1400), server_config=Config(max_datagram_size=1250)
     )
     pair.client.connect(pair.now)
-    pair.client.send(b"z" * 5000)
-    pair.server.send(b"w" * 5000)
+    pair.client.send(b"z" * 20000)
+    pair.server.send(b"w" * 20000)
     pair.run(until=5)
-    assert pair.received("server") == [b"z" * 5000]
-    assert pair.received("client") == [b"w" * 5000]
-    assert max(len(datagram) for _, datagram in pair.sent) <= 300
+    assert pair.received("server") == [b"z" * 20000]
+    assert pair.received("client") == [b"w" * 20000]
+    assert max(len(datagram) for _, datagram in pair.sent) <= 1250
 
 
 def test_random_loss_still_delivers_everything_exactly_once() -> None:
@@ -497,7 +497,8 @@ def test_64_mib_message_end_to_end() -> None:
     # (1,025 fragments); the next test covers many small fragments.
     size = 64 * 1024 * 1024
     message = random.Random(5).randbytes(size)
-    pair = ConnectionPair(Config(max_datagram_size=65507))
+    big = Config(max_datagram_size=65507, max_message_size=size, receive_buffer=size)
+    pair = ConnectionPair(big)
     pair.client.connect(pair.now)
     pair.client.send(message)
     pair.run(until=10, stop=lambda: bool(pair.acknowledged("client")))
@@ -509,7 +510,8 @@ def test_64_mib_message_end_to_end() -> None:
 def test_multi_mib_message_with_default_datagrams_and_loss() -> None:
     rng = random.Random(9)
     message = rng.randbytes(3 * 1024 * 1024 + 17)  # about 2,300 fragments
-    pair = ConnectionPair(drop=lambda sender, datagram: rng.random() < 0.05)
+    config = Config(max_message_size=4 * 1024 * 1024)  # above the 1 MiB default
+    pair = ConnectionPair(config, drop=lambda sender, datagram: rng.random() < 0.05)
     pair.client.connect(pair.now)
     pair.client.send(message)
     pair.client.send(b"after")
@@ -519,10 +521,10 @@ def test_multi_mib_message_with_default_datagrams_and_loss() -> None:
 
 def test_message_larger_than_receiver_allows_fails_the_connection() -> None:
     pair = ConnectionPair(
-        Config(max_datagram_size=200), server_config=Config(max_message_size=1000)
+        Config(max_datagram_size=1200), server_config=Config(max_message_size=5000)
     )
     pair.client.connect(pair.now)
-    pair.client.send(b"q" * 5000)
+    pair.client.send(b"q" * 30000)
     pair.run(until=5)
     assert isinstance(pair.events["server"][-1], Failed)
     assert "message too large" in pair.events["server"][-1].reason
@@ -822,27 +824,27 @@ def test_sack_alone_never_acknowledges_a_message() -> None:
 def test_sack_blocks_are_limited_to_what_fits_and_newest_first() -> None:
     # "fixed": no congestion window or pacing to hold the 60 packets back.
     pair = established(
-        Config(max_datagram_size=128, receive_window=200, congestion_control="fixed")
+        Config(max_datagram_size=1200, receive_window=200, congestion_control="fixed")
     )
     c, s = pair.client, pair.server
-    limit = (128 - wire.OVERHEAD) // wire.SACK_SIZE
-    assert limit < 30
-    for i in range(60):
+    limit = min(32, (1200 - wire.OVERHEAD) // wire.SACK_SIZE)  # section 16: at most 32
+    assert limit < 40
+    for i in range(80):
         c.send(bytes([i]))
     batch = c.datagrams_to_send(pair.now)
-    assert len(batch) == 60
-    feed(s, batch[1::2], pair.now)  # every other packet: 30 holes
+    assert len(batch) == 80
+    feed(s, batch[1::2], pair.now)  # every other packet: 40 holes
     acks = [wire.decode(d) for d in s.datagrams_to_send(pair.now)]
     assert len(acks) == 1 and len(acks[0].sack) == limit
     seqs = [wire.decode(d).seq for d in batch]
     ack = acks[0]
     # The most recent arrival is also the highest block; then downwards, one per hole.
-    expected = [(seqs[i], seqs[i] + 1) for i in range(59, 0, -2)][:limit]
+    expected = [(seqs[i], seqs[i] + 1) for i in range(79, 0, -2)][:limit]
     assert list(ack.sack) == expected
     assert all(ack.ack < start < end <= seqs[-1] + 1 for start, end in ack.sack)
     blocks = sorted(ack.sack)
     assert all(a_end < b_start for (_, a_end), (b_start, _) in pairwise(blocks))
-    assert all(len(d) <= 128 for d in s.datagrams_to_send(pair.now))
+    assert all(len(d) <= 1200 for d in s.datagrams_to_send(pair.now))
 
 
 # --- every packet type in every state -----------------------------------------------------------

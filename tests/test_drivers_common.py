@@ -72,8 +72,8 @@ def test_driver_options_are_validated(bad: dict[str, Any]) -> None:
         split_options(bad)
 
 
-def test_recv_buffer_defaults_to_one_receive_window() -> None:
-    config = Config(receive_window=100, max_datagram_size=1000)
+def test_recv_buffer_defaults_to_a_quarter_of_the_receive_buffer() -> None:
+    config = Config(receive_buffer=400_000, max_message_size=1000)
     assert DriverOptions().recv_buffer_for(config) == 100_000
     assert DriverOptions(recv_buffer=5).recv_buffer_for(config) == 5
 

@@ -293,7 +293,7 @@ def test_junk_the_crc_or_connection_id_rejects_changes_nothing(
 
 def _conversation(seed: int) -> tuple[list[SansIOConnection], list[bytes]]:
     """Connections in many states, and every datagram of a real lossy conversation."""
-    client, server = make_pair(Config(max_datagram_size=200, receive_window=8), seed=seed)
+    client, server = make_pair(Config(max_datagram_size=1200, receive_window=8), seed=seed)
     sim = Simulator(client, server, profile_ab=LinkProfile.lossy(0.2), seed=seed)
     captured: list[bytes] = []
     for link in (sim.link_ab, sim.link_ba):
@@ -306,7 +306,7 @@ def _conversation(seed: int) -> tuple[list[SansIOConnection], list[bytes]]:
         link.send = capture  # type: ignore[method-assign]
     client.connect(0.0)
     for i in range(6):
-        client.send(bytes([i]) * (300 * i))
+        client.send(bytes([i]) * (1800 * i))
         server.send(bytes([i]) * 50)
     sim.run_until(lambda: client.stats.messages_acked == 6, max_time=600)
     client.close(sim.now)
@@ -316,7 +316,7 @@ def _conversation(seed: int) -> tuple[list[SansIOConnection], list[bytes]]:
 
 def _states(seed: int) -> list[SansIOConnection]:
     """Fresh connections and connections mid-conversation, for junk to be thrown at."""
-    config = Config(max_datagram_size=200, receive_window=8)
+    config = Config(max_datagram_size=1200, receive_window=8)
     fresh_client, fresh_server = make_pair(config, seed=seed)
     syn_sent, _ = make_pair(config, seed=seed + 1)
     syn_sent.connect(0.0)

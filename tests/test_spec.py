@@ -788,7 +788,7 @@ def test_s6_1_syn_layout() -> None:
 
 def test_s6_1_syn_ack_layout() -> None:
     """§6.1-3: a SYN_ACK carries the client's id in its header and the server's in its block."""
-    conn = _engine(Config(max_datagram_size=1000), is_client=False, isn=900)
+    conn = _engine(Config(max_datagram_size=1250), is_client=False, isn=900)
     syn = _raw(
         ptype=1, cid=0, seq=77, payload=wire.encode_handshake(wire.Handshake(CLIENT_ID, 1400))
     )
@@ -798,7 +798,7 @@ def test_s6_1_syn_ack_layout() -> None:
     assert syn_ack.connection_id == CLIENT_ID
     assert syn_ack.seq == 900
     block = wire.decode_handshake(syn_ack.payload)
-    assert block[:2] == (conn.local_connection_id, 1000)
+    assert block[:2] == (conn.local_connection_id, 1250)
     assert block.reset_token == conn._opening.reset_token != wire.NO_RESET_TOKEN
     assert conn.remote_connection_id == CLIENT_ID
 
@@ -826,24 +826,24 @@ def test_s6_1_foreign_connection_id_dropped() -> None:
 
 def test_s6_1_effective_datagram_size() -> None:
     """§6.1-5: once the peer's size is known, no datagram exceeds min(ours, theirs)."""
-    # Client with the default 1400, peer announcing 200.
-    peer = _client_under_test(peer_mds=200)
-    peer.conn.send(b"a" * 5000)
+    # Client with the default 1400, peer announcing 1250.
+    peer = _client_under_test(peer_mds=1250)
+    peer.conn.send(b"a" * 20000)
     peer.conn.send(b"")
     sizes = [len(d) for d in peer.conn.datagrams_to_send(0.0)]
-    assert sizes and max(sizes) <= 200
-    # Server with the default 1400, SYN announcing 300.
+    assert sizes and max(sizes) <= 1250
+    # Server with the default 1400, SYN announcing 1300.
     syn = _raw(
-        ptype=1, cid=0, seq=10, payload=wire.encode_handshake(wire.Handshake(CLIENT_ID, 300))
+        ptype=1, cid=0, seq=10, payload=wire.encode_handshake(wire.Handshake(CLIENT_ID, 1300))
     )
     small = _engine(None, is_client=False, isn=500)
     small.receive_datagram(syn, 0.0)
     small.datagrams_to_send(0.0)
-    small.send(b"d" * 5000)
+    small.send(b"d" * 20000)
     small.receive_datagram(_raw(ptype=4, cid=small.local_connection_id, seq=11, ack=501), 0.0)
     assert small.state is ConnectionState.ESTABLISHED
     out = small.datagrams_to_send(0.0)
-    assert out and max(len(d) for d in out) <= 300
+    assert out and max(len(d) for d in out) <= 1300
 
 
 def test_s6_2_syn_ack_acknowledges_syn() -> None:
@@ -931,10 +931,10 @@ def test_s6_3_send_after_close_raises() -> None:
 
 def test_s6_3_fin_follows_last_data() -> None:
     """§6.3-2: the FIN goes after every queued fragment, with the next sequence number."""
-    config = Config(max_datagram_size=200, initial_window=2, keepalive_interval=None)
+    config = Config(max_datagram_size=1200, initial_window=2, keepalive_interval=None)
     peer = _client_under_test(config)
     conn = peer.conn
-    conn.send(b"x" * (3 * (200 - wire.OVERHEAD) - 10))  # three fragments
+    conn.send(b"x" * (3 * (1200 - wire.OVERHEAD) - 10))  # three fragments
     conn.send(b"y")
     conn.close(0.0)
     seen: list[Packet] = []
@@ -1087,11 +1087,11 @@ def test_s17_1_default_random_source_is_the_os_csprng(monkeypatch: pytest.Monkey
 
 def test_s7_2_consecutive_numbering_and_reuse_on_retransmission() -> None:
     """§7.2-1: DATA/FIN numbered consecutively from ISN + 1; a retransmission reuses its number."""
-    config = Config(max_datagram_size=200, keepalive_interval=None)
+    config = Config(max_datagram_size=1200, keepalive_interval=None)
     peer = _client_under_test(config, client_isn=(1 << 32) - 2)
     conn = peer.conn
-    payload = 200 - wire.OVERHEAD
-    for size in (0, 1, payload, payload + 1, 500):
+    payload = 1200 - wire.OVERHEAD
+    for size in (0, 1, payload, payload + 1, 3000):
         conn.send(b"z" * size)
     conn.close(0.0)
     first = peer.output()
@@ -1125,13 +1125,13 @@ def test_s7_3_transfer_across_wraparound() -> None:
         return False
 
     pair = ConnectionPair(
-        Config(max_datagram_size=300, keepalive_interval=None),
+        Config(max_datagram_size=1200, keepalive_interval=None),
         client_initial_sequence=(1 << 32) - 5,
         server_initial_sequence=(1 << 32) - 3,
         drop=lossy,
     )
     pair.handshake()
-    messages = [bytes([i]) * (i * 97 % 900) for i in range(40)]
+    messages = [bytes([i]) * (i * 397 % 3600) for i in range(40)]
     for message in messages:
         pair.client.send(message)
         pair.server.send(message[::-1])
@@ -1360,11 +1360,11 @@ def test_s8_5_forged_sack_does_not_complete_the_handshake() -> None:
 
 def test_s8_6_message_acknowledged_once_in_order() -> None:
     """§8.6-1: MessageAcknowledged comes once per message, in send order."""
-    peer = _client_under_test(Config(max_datagram_size=128, keepalive_interval=None))
+    peer = _client_under_test(Config(max_datagram_size=1200, keepalive_interval=None))
     conn = peer.conn
-    conn.send(b"a" * 150)  # two fragments of at most 96 bytes: seqs 0, 1
+    conn.send(b"a" * 1500)  # two fragments of at most 1158 bytes: seqs 0, 1
     conn.send(b"b")  # seq 2
-    conn.send(b"c" * 100)  # seqs 3, 4
+    conn.send(b"c" * 1200)  # seqs 3, 4
     peer.output()
     una = peer.expected
     peer.feed(peer.craft(PacketType.ACK, ack=una + 1))  # half of message 0: nothing
@@ -1407,10 +1407,10 @@ def test_s8_7_every_datagram_numbered_in_send_order() -> None:
             return True
         return False
 
-    pair = ConnectionPair(Config(keepalive_interval=0.5, max_datagram_size=300), drop=lossy)
+    pair = ConnectionPair(Config(keepalive_interval=0.5, max_datagram_size=1200), drop=lossy)
     pair.handshake()
-    pair.client.send(b"c" * 3000)
-    pair.server.send(b"s" * 2000)
+    pair.client.send(b"c" * 12000)
+    pair.server.send(b"s" * 8000)
     pair.client.close(pair.now)
     assert pair.run(stop=pair.both_closed)
     assert lost
@@ -2461,9 +2461,11 @@ def test_s12_6_pacing_is_a_timer() -> None:
 
 def test_s13_1_fragment_numbering() -> None:
     """§13.1-1: max_payload-byte fragments, fragments_left down to 0; empty message = 1 DATA."""
-    peer = _client_under_test(Config(max_datagram_size=1000, keepalive_interval=None), peer_mds=200)
+    peer = _client_under_test(
+        Config(max_datagram_size=1400, keepalive_interval=None), peer_mds=1250
+    )
     conn = peer.conn
-    size = 200 - wire.OVERHEAD  # the effective datagram size is the peer's 200
+    size = 1250 - wire.OVERHEAD  # the effective datagram size is the peer's 1250
     conn.send(b"q" * (3 * size - 4))
     conn.send(b"")
     conn.send(b"r" * size)
@@ -2616,7 +2618,7 @@ def test_s15_1_other_versions_dropped_silently() -> None:
 
 def test_s17_3_syn_ack_not_larger_than_syn() -> None:
     """§17.3-1: the SYN_ACK answering a SYN is never larger than that SYN (no amplification)."""
-    for client_mds, server_mds in ((1400, 1400), (128, 65507), (65507, 128)):
+    for client_mds, server_mds in ((1400, 1400), (1200, 65507), (65507, 1200)):
         client = _engine(Config(max_datagram_size=client_mds), is_client=True)
         server = _engine(Config(max_datagram_size=server_mds), is_client=False)
         client.connect(0.0)

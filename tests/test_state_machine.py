@@ -38,7 +38,7 @@ from rudp.events import Closed, Event, Failed, MessageAcknowledged, MessageRecei
 from rudp.testing import LinkProfile, Simulator, make_pair
 
 CONFIG = Config(
-    max_datagram_size=128,
+    max_datagram_size=1200,  # the minimum (section 6.1); messages up to ~5 fragments
     receive_window=8,
     max_send_window=16,
     # Longer than all the steps' clock moves together (STEPS * MAX_ADVANCE), so no
@@ -98,7 +98,7 @@ class NetworkMachine(RuleBasedStateMachine):
 
     # --- rules -----------------------------------------------------------------------
 
-    @rule(side=SIDES, size=st.integers(0, 400), tag=st.integers(0, 2**16))
+    @rule(side=SIDES, size=st.integers(0, 5400), tag=st.integers(0, 2**16))
     def send(self, side: str, size: int, tag: int) -> None:
         if side in self.closing or any(isinstance(e, PeerClosed) for e in self.other_events[side]):
             return  # send() after close() or the peer's close is a local error, tested elsewhere

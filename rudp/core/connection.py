@@ -27,7 +27,14 @@ from rudp.core import wire
 from rudp.core.closing import Closing
 from rudp.core.handshake import MAX_UNVERIFIED_SYN_ACK_RETRANSMITS, OPENED, REJECTED, Opening
 from rudp.core.path import PathValidator
-from rudp.core.receiver import DROPPED, DUPLICATE, FIN_DELIVERED, PROTOCOL_ERROR, Receiver
+from rudp.core.receiver import (
+    DROPPED,
+    DUPLICATE,
+    FIN_DELIVERED,
+    PROTOCOL_ERROR,
+    Budget,
+    Receiver,
+)
 from rudp.core.recovery import PING
 from rudp.core.sender import GIVE_UP, Sender
 from rudp.core.state import (
@@ -128,6 +135,7 @@ class SansIOConnection:
         self._bytes_sent = 0
         self._bytes_received = 0
         self._dropped = 0
+        self._oversize = 0
         self._acks_sent = 0
 
     # --- properties -----------------------------------------------------------------
@@ -196,7 +204,17 @@ class SansIOConnection:
             acks_sent=self._acks_sent,
             resets_rejected=self._closing.resets_rejected,
             challenge_acks_sent=self._closing.challenge_acks_sent,
+            datagrams_oversize=self._oversize,
         )
+
+    def attach_budget(self, budget: Budget) -> None:
+        """Share the receive bytes of an endpoint (``Config.max_buffered_bytes``)."""
+        self._receiver.pool = budget
+        budget.used += self._receiver.buffered
+
+    def release_budget(self) -> None:
+        """The endpoint forgets this connection: its buffered bytes leave the shared budget."""
+        self._receiver.release()
 
     # --- local calls ----------------------------------------------------------------------
 
@@ -271,6 +289,10 @@ class SansIOConnection:
         if self._sm.state in TERMINAL:
             self._dropped += 1
             return
+        if len(data) > self._opening.max_datagram:
+            self._dropped += 1  # section 6.1-5: longer than the effective datagram size
+            self._oversize += 1
+            return
         try:
             packet = wire.decode(data)
         except BadPacket:
@@ -287,9 +309,13 @@ class SansIOConnection:
         that it is decoded once.
         """
         self._datagrams_received += 1
-        self._bytes_received += wire.encoded_size(packet)
+        size = wire.encoded_size(packet)
+        self._bytes_received += size
         if self._sm.state in TERMINAL:
             self._dropped += 1
+        elif size > self._opening.max_datagram:
+            self._dropped += 1  # section 6.1-5: longer than the effective datagram size
+            self._oversize += 1
         elif handshake is not None and packet.type is PacketType.SYN:
             self._heard(self._opening.on_syn(packet, now, handshake), now)
         else:

@@ -127,11 +127,12 @@ from rudp.core.connection_like import ConnectionLike as ConnectionLike
 from rudp.core.connection_like import default_factory
 from rudp.core.endpoint_stats import EndpointStats
 from rudp.core.migration import Migration, follow_peer, limit_output
+from rudp.core.receiver import Budget
 from rudp.core.retry import DEFAULT_RETRY_THRESHOLD, REFUSED, VALIDATED, AddressBudget, RetryGate
 from rudp.core.stateless_reset import DEFAULT_RESET_BURST, DEFAULT_RESET_RATE, StatelessResets
 from rudp.core.tokens import STATIC_KEY_SIZE
 from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake
-from rudp.errors import BadPacket
+from rudp.errors import BadPacket, ConnectionLimitExceeded
 from rudp.events import Connected, Event, Failed, MessageReceived
 
 __all__ = ["Association", "ConnectionFactory", "ConnectionLike", "Endpoint", "EndpointStats"]
@@ -284,6 +285,8 @@ class Endpoint:
         """Most server connections waiting for ``accept()``."""
         self.stats = EndpointStats()
         """Endpoint-level counters."""
+        self.budget = Budget(self.config.max_buffered_bytes)
+        """Receive bytes all connections share (``Config.max_buffered_bytes``, 13.4)."""
         self.static_key = static_key
         """The key every connection's stateless-reset token is made from (section 6.6)."""
         self._resets = StatelessResets(
@@ -332,7 +335,13 @@ class Endpoint:
     # --- opening ---------------------------------------------------------
 
     def connect(self, address: Address, now: float, config: Config | None = None) -> Association:
-        """Open a client connection to ``address``; its SYN goes out with the next output."""
+        """Open a client connection to ``address``; its SYN goes out with the next output.
+
+        Raises ``ConnectionLimitExceeded`` at ``Config.max_connections`` (section 13.4).
+        """
+        if not self._room_for_connection(buffers=False):
+            cap = self.config.max_connections
+            raise ConnectionLimitExceeded(f"endpoint holds max_connections={cap} connections")
         connection = self._new_connection(config or self.config, is_client=True)
         connection.connect(now)
         assoc = Association(self, connection, address, initiated_locally=True)
@@ -355,6 +364,19 @@ class Endpoint:
             return assoc
         return None
 
+    def _room_for_connection(self, *, buffers: bool = True) -> bool:
+        """Below ``max_connections`` and, for a SYN, with shared receive bytes left."""
+        if len(self._by_id) >= self.config.max_connections:
+            return False
+        return not buffers or self.budget.free >= self.config.max_datagram_size
+
+    def _refuse_syn(
+        self, packet: Packet, handshake: Handshake, address: Address, now: float
+    ) -> None:
+        reset = self._resets.refuse(packet, handshake, now)
+        if reset is not None:
+            self._reset_output.append((reset, address))
+
     def _new_connection(self, config: Config, *, is_client: bool) -> Any:
         # Connection ids are 64-bit random: a collision is a 2**-64 event per
         # pair, but routing must never hand one peer's packets to another.
@@ -364,6 +386,9 @@ class Endpoint:
             )
             cid = connection.local_connection_id
             if cid is None or cid not in self._by_id:
+                attach = getattr(connection, "attach_budget", None)
+                if attach is not None:
+                    attach(self.budget)
                 return connection
         raise RuntimeError("could not draw a unique connection id (broken rng?)")
 
@@ -388,6 +413,7 @@ class Endpoint:
             self.stats.bad_datagrams += 1
             return
         if packet.type is PacketType.SYN and packet.connection_id == 0:
+            refused = self.stats.syn_refused_limit
             try:
                 handshake = decode_handshake(packet.payload)
             except BadPacket:
@@ -395,6 +421,8 @@ class Endpoint:
                 return
             assoc = self._route_syn(packet, handshake, address, len(data), now)
             if assoc is None:
+                if self.stats.syn_refused_limit != refused:  # section 13.4-5: say so
+                    self._refuse_syn(packet, handshake, address, now)
                 return
             # The core gets the block decoded here: a SYN's handshake is decoded once.
             assoc.connection.receive_packet(packet, now, handshake)
@@ -451,6 +479,9 @@ class Endpoint:
         stats = self.stats
         if not self.accepting:
             stats.unknown_connection += 1
+            return None
+        if not self._room_for_connection():
+            stats.syn_refused_limit += 1  # section 13.4: the caller answers with a RESET
             return None
         full = len(self._pending) >= self.backlog
         admitted = self._retry.admit(
@@ -589,6 +620,9 @@ class Endpoint:
         assoc.migration = None
         self._validated(assoc)  # out of the count of unvalidated half-open connections
         assoc._timer = None
+        release = getattr(assoc.connection, "release_budget", None)
+        if release is not None:
+            release()
         if not self._is_established(assoc):
             # A handshake that failed has nothing for accept() to hand out.
             self._pending.pop(assoc, None)

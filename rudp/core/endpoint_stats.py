@@ -53,6 +53,9 @@ class EndpointStats:
     syn_refused: int = 0
     """SYN dropped because the backlog was full (of validated or established connections;
     nothing is evicted for it, but with ``retry="never"``)."""
+    syn_refused_limit: int = 0
+    """SYN refused because the endpoint holds ``Config.max_connections`` connections or
+    its receivers' shared ``max_buffered_bytes`` is used up (answered with a RESET)."""
     half_open_evicted: int = 0
     """Handshaking connections aborted to make room for a new SYN (``retry="never"`` only)."""
     retries_sent: int = 0

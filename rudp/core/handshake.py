@@ -203,6 +203,7 @@ class Opening:
         self.sack_limit = self._sack_limit(size)
         sender = self._sender
         sender.set_max_payload(size - wire.OVERHEAD)
+        self._receiver.set_payload_size(size - wire.OVERHEAD)  # the window's unit (11.1)
         sender.peer_window = packet.window
         sender.peer_edge = sender.snd_una + packet.window
         self._receiver.start(packet.seq + 1)

@@ -5,11 +5,14 @@ arrive early wait in ``_held`` and are reported to the peer as SACK blocks
 (RFC 2018, lowest first).  In-order packets are reassembled into messages and
 delivered exactly once, in order.
 
-Memory is bounded: held packets lie inside the window, the window shrinks by the
-packets of messages delivered but not yet read by the application, and the one
-message being reassembled is capped at ``Config.max_message_size``.  That one
-message does not count against the window (a message larger than the window
-would otherwise deadlock); it is counted once it is delivered.
+Memory is bounded in bytes (specs/protocol.md sections 11.1 and 13.4): the message
+being reassembled and the messages delivered but not yet read count against
+``Config.receive_buffer`` (and an endpoint's shared ``Budget``); the window we
+advertise is what is left, divided by the effective payload size, so the packets
+held out of order, which lie inside it, fit in the rest.  The message being
+reassembled is capped at ``Config.max_message_size`` (<= ``receive_buffer``); when it
+has used up the budget and nothing is unread, the window stays at one packet so that
+it can still complete.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Final
 
 from rudp.config import Config
 from rudp.core.rangeset import RangeSet
-from rudp.core.wire import SEQ_MASK, AckFields, ack_delay_units, expand_seq
+from rudp.core.wire import OVERHEAD, SEQ_MASK, AckFields, ack_delay_units, expand_seq
 from rudp.events import Event, MessageReceived
 
 ACCEPTED: Final = 0
@@ -40,6 +43,25 @@ packet cannot push the echo beyond what the peer could have sent between two arr
 _Held = tuple[bool, int, bytes]  # (is_fin, fragments_left, payload)
 
 
+class Budget:
+    """Receive bytes shared by the connections of one endpoint (``Config.max_buffered_bytes``).
+
+    Each receiver adds what it buffers to ``used`` and takes it back when it is read
+    or the connection ends (``Receiver.release``); windows shrink as it fills.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def free(self) -> int:
+        """Bytes left (negative when a message in progress overran it)."""
+        return self.limit - self.used
+
+
 class Receiver:
     """Receive-side state of one connection.  ``rudp.core.connection`` drives it."""
 
@@ -48,6 +70,12 @@ class Receiver:
         self._events = events
         self._window_size = config.receive_window
         self._max_message = config.max_message_size
+        self._budget = config.receive_buffer
+        self._payload = config.max_datagram_size - OVERHEAD
+        self.pool: Budget | None = None
+        """The endpoint's shared budget, if any (set before the first packet)."""
+        self._held_bytes = 0
+        self._unread_bytes = 0
         self.rcv_next = 0
         """Next in-order sequence number expected: the cumulative ack."""
         self._held: dict[int, _Held] = {}
@@ -66,9 +94,9 @@ class Receiver:
         self._expect_left = 0
         self._fragments = 0
 
-        # delivered-but-unread accounting (packets per undelivered MessageReceived)
+        # delivered-but-unread accounting ((packets, bytes) per undelivered MessageReceived)
         self.unread = 0
-        self._unread_sizes: deque[int] = deque()
+        self._unread_sizes: deque[tuple[int, int]] = deque()
 
         # acknowledgement scheduling (RFC 9000 section 13.2.1, RFC 5681 section 4.2)
         self.ack_now = False
@@ -76,9 +104,9 @@ class Receiver:
         self.ack_deadline: float | None = None
         """When a delayed ack is due (None: no ack owed)."""
         self._unacked_eliciting = 0
-        self.last_advertised = config.receive_window
+        self.last_advertised = self.window
         # Below this advertised window, reading a message triggers a window update.
-        self._update_threshold = max(1, config.receive_window // 4)
+        self._update_threshold = max(1, self.last_advertised // 4)
 
         # the packet-number echo (specs/protocol.md section 8.7)
         self.largest_pn = -1
@@ -94,11 +122,50 @@ class Receiver:
         """The handshake told us the peer's first data sequence number."""
         self.rcv_next = first_seq
 
+    def set_payload_size(self, payload: int) -> None:
+        """The handshake fixed the effective payload size: the unit of the window."""
+        self._payload = payload
+        self._update_threshold = max(1, min(self._window_size, self._budget // payload) // 4)
+
     @property
     def window(self) -> int:
-        """Packets beyond the cumulative ack we accept (our advertised window)."""
-        window = self._window_size - self.unread
-        return window if window > 0 else 0
+        """Packets beyond the cumulative ack we accept (our advertised window).
+
+        What is left of the byte budget after the unread messages and the message in
+        progress, in packets of the effective payload size, within ``receive_window``
+        packets (section 11.1).
+        """
+        used = self._unread_bytes
+        packets = self.unread
+        parts = self._parts
+        if parts is not None:
+            used += len(parts)
+            packets += self._fragments
+        free = self._budget - used
+        pool = self.pool
+        if pool is not None and pool.limit - pool.used < free:
+            free = pool.limit - pool.used
+        window = free // self._payload
+        cap = self._window_size - packets
+        if cap < window:
+            window = cap
+        if window > 0:
+            return window
+        # A message that filled the budget with nothing unread must still complete.
+        return 1 if parts is not None and not self._unread_sizes else 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: out of order, the message in progress, delivered but unread."""
+        parts = self._parts
+        return self._held_bytes + self._unread_bytes + (len(parts) if parts is not None else 0)
+
+    def release(self) -> None:
+        """The connection is over: give its bytes back to the shared budget."""
+        pool = self.pool
+        if pool is not None:
+            pool.used -= self.buffered
+            self.pool = None
 
     def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
         """Up to ``limit`` SACK blocks: the most recent arrival's first, then the highest.
@@ -121,14 +188,18 @@ class Receiver:
             and not is_fin
             and self._parts is None
             and not self._held
-            and self.unread < self._window_size
             and len(data) <= self._max_message
+            and self.window > 0
         ):
             # Fast path: the next packet, a whole message, nothing waiting behind it.
             self.rcv_next = seq + 1
             self._events.append(MessageReceived(data))
-            self._unread_sizes.append(1)
+            size = len(data)
+            self._unread_sizes.append((1, size))
             self.unread += 1
+            self._unread_bytes += size
+            if self.pool is not None:
+                self.pool.used += size
             self.messages_delivered += 1
             if not self.ack_now:
                 self._unacked_eliciting += 1
@@ -144,7 +215,7 @@ class Receiver:
             and not is_fin
             and not self._held
             and self.fin_seq is None
-            and self.unread < self._window_size
+            and self.window > 0
         ):
             if seq < rcv_next or seq in self._held:
                 # RFC 5681 section 4.2 / RFC 9000 section 13.2.1: a duplicate is acked at
@@ -156,7 +227,7 @@ class Receiver:
             fin_seq = self.fin_seq
             if fin_seq is not None and (seq > fin_seq or (is_fin and seq != fin_seq)):
                 return DROPPED  # nothing follows a FIN
-            limit = self._window_size - self.unread
+            limit = self.window
             if is_fin and limit < 1:
                 limit = 1  # a FIN needs no buffer: accept it at rcv_next even with a zero window
             if seq >= rcv_next + limit:
@@ -173,10 +244,15 @@ class Receiver:
             if seq != rcv_next:
                 # Out of order: hold it, ack at once so the sender sees the gap (RFC 5681 4.2).
                 self._held[seq] = (is_fin, fragments_left, data)
+                self._held_bytes += len(data)
+                if self.pool is not None:
+                    self.pool.used += len(data)
                 self.ranges.add(seq, seq + 1)
                 self._last_arrival = seq
                 self.ack_now = True
                 return ACCEPTED
+        if self.pool is not None:
+            self.pool.used += len(data)
         result = self._consume(is_fin, fragments_left, data)
         rcv_next += 1
         held = self._held
@@ -185,6 +261,7 @@ class Receiver:
             self.ack_now = True
             while result == ACCEPTED and rcv_next in held:
                 item = held.pop(rcv_next)
+                self._held_bytes -= len(item[2])
                 result = self._consume(item[0], item[1], item[2])
                 rcv_next += 1
             self.ranges.discard_below(rcv_next)
@@ -241,8 +318,9 @@ class Receiver:
 
     def _deliver(self, message: bytes, packets: int) -> None:
         self._events.append(MessageReceived(message))
-        self._unread_sizes.append(packets)
+        self._unread_sizes.append((packets, len(message)))
         self.unread += packets
+        self._unread_bytes += len(message)
         self.messages_delivered += 1
 
     def on_packet_number(self, wire_pn: int, now: float) -> None:
@@ -276,7 +354,11 @@ class Receiver:
         If the window we last advertised was zero or small, an ack goes out at
         once so a sender waiting on it is not stalled until its probe timer.
         """
-        self.unread -= self._unread_sizes.popleft()
+        packets, size = self._unread_sizes.popleft()
+        self.unread -= packets
+        self._unread_bytes -= size
+        if self.pool is not None:
+            self.pool.used -= size
         last = self.last_advertised
         threshold = self._update_threshold
         if last < threshold:

@@ -22,7 +22,15 @@ from typing import Any, Final
 
 from rudp.core.endpoint_stats import EndpointStats
 from rudp.core.tokens import reset_token
-from rudp.core.wire import Packet, PacketType, encode_stateless_reset
+from rudp.core.wire import (
+    NO_RESET_TOKEN,
+    AckFields,
+    Handshake,
+    Packet,
+    PacketType,
+    encode_fields,
+    encode_stateless_reset,
+)
 
 __all__ = [
     "DEFAULT_RESET_BURST",
@@ -113,6 +121,21 @@ class StatelessResets:
         self._stats.stateless_resets_sent += 1
         cid = packet.connection_id
         return encode_stateless_reset(cid, reset_token(self._key, cid))
+
+    def refuse(self, syn: Packet, handshake: Handshake, now: float) -> bytes | None:
+        """A RESET refusing a SYN an endpoint limit turned away (section 13.4), or None.
+
+        No state is kept: it names the client's id and acknowledges exactly its SYN,
+        which is what a client in SYN_SENT requires of a RESET (section 6.4).  58 bytes
+        against the SYN's 68, and rate-limited with the stateless resets, so a spoofed
+        SYN flood cannot use it as an amplifier.
+        """
+        if not self._limiter.take(now):
+            self._stats.stateless_resets_suppressed += 1
+            return None
+        acks = AckFields(syn.seq + 1, 0, syn.packet_number, 0)
+        cid = handshake.source_connection_id
+        return encode_fields(PacketType.RESET, 0, cid, 0, 0, acks, NO_RESET_TOKEN, ())
 
     # --- routing received resets (section 6.6.1) --------------------------------------
 

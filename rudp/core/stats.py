@@ -53,6 +53,12 @@ class Stats:
     datagrams_dropped: int
     """Received datagrams that were dropped: undecodable, wrong connection id,
     outside the window, acknowledging unsent data, wrong state, ..."""
+    datagrams_oversize: int
+    """Of ``datagrams_dropped``, those longer than the effective datagram size
+    (specs/protocol.md section 6.1-5): the peer must not send them."""
+    receive_buffered: int
+    """Bytes the receiver holds now: out of order, reassembling, delivered but unread
+    (at most ``Config.receive_buffer``, section 13.4)."""
     data_packets_sent: int
     """DATA and FIN packets sent, retransmissions included."""
     data_packets_received: int
@@ -103,6 +109,7 @@ def snapshot(
     acks_sent: int,
     resets_rejected: int,
     challenge_acks_sent: int,
+    datagrams_oversize: int = 0,
 ) -> Stats:
     """The ``Stats`` of a connection: its own datagram counters and its halves' state."""
     rtt = sender.rtt
@@ -124,6 +131,8 @@ def snapshot(
         bytes_sent=bytes_sent,
         bytes_received=bytes_received,
         datagrams_dropped=datagrams_dropped,
+        datagrams_oversize=datagrams_oversize,
+        receive_buffered=receiver.buffered,
         data_packets_sent=sender.data_packets_sent,
         data_packets_received=receiver.data_packets_received,
         duplicates_received=receiver.duplicates,

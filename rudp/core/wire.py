@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import construct as cs
 
+from rudp.config import MIN_DATAGRAM_SIZE
 from rudp.core.seqnum import SEQ_BITS as SEQ_BITS  # re-exported: callers use wire.*
 from rudp.core.seqnum import SEQ_MODULUS as SEQ_MODULUS
 from rudp.core.seqnum import expand_seq as expand_seq
@@ -597,8 +598,8 @@ def decode_handshake(payload: bytes) -> Handshake:
     if len(payload) not in (HANDSHAKE_SIZE, SYN_WITH_TOKEN_SIZE):
         raise BadPacket("handshake payload has the wrong length")
     source_connection_id, max_datagram_size, reset_token = HANDSHAKE_STRUCT.unpack_from(payload)
-    if max_datagram_size < OVERHEAD + 1:
-        raise BadPacket("peer's max_datagram_size is too small to carry data")
+    if max_datagram_size < MIN_DATAGRAM_SIZE:  # section 6.1-6
+        raise BadPacket("peer's max_datagram_size is below the minimum")
     return Handshake(source_connection_id, max_datagram_size, reset_token)
 
 

@@ -85,11 +85,11 @@ class DriverOptions:
     recv_buffer: int | None = None
     """Bytes of received, unread messages the driver holds per connection before
     it leaves the rest in the core, which counts them against the window the
-    peer sees.  ``None``: one receive window (``receive_window *
-    max_datagram_size``, 1.4 MB by default), so the driver adds at most as much
-    buffering as the protocol already allows and a reader that stops reading
-    stops the sender within two windows.  (A connection also pauses at
-    ``receive_window`` unread messages, which bounds empty ones.)"""
+    peer sees.  ``None``: a quarter of ``Config.receive_buffer`` (1 MiB by default),
+    so a peer costs at most ``receive_buffer`` in the core plus this and one message
+    (``max_message_size``) in the driver: 6 MiB with the defaults (specs/protocol.md
+    section 13.4), and a reader that stops reading stops the sender.  (A connection
+    also pauses at ``receive_window`` unread messages, which bounds empty ones.)"""
 
     linger: float | None = None
     """Longest ``close()`` waits for the peer to acknowledge everything sent.
@@ -183,7 +183,7 @@ class DriverOptions:
         """``recv_buffer`` with its default resolved against ``config``."""
         if self.recv_buffer is not None:
             return self.recv_buffer
-        return config.receive_window * config.max_datagram_size
+        return config.receive_buffer // 4
 
 
 _DRIVER_NAMES = frozenset(f.name for f in fields(DriverOptions))
