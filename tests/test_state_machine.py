@@ -25,6 +25,7 @@ from hypothesis.stateful import (
 
 from rudp.config import Config
 from rudp.core.endpoint import Endpoint
+from rudp.core.sender import PTO_PROBES
 from rudp.core.state import (
     CLOSE_DONE,
     DEFERRING,
@@ -241,7 +242,13 @@ class NetworkMachine(RuleBasedStateMachine):
         for conn in self.conns.values():
             stats = conn.stats
             assert 0 <= stats.local_window <= CONFIG.receive_window
-            assert 0 <= stats.packets_in_flight <= CONFIG.max_send_window
+            # The send window bounds the sequence numbers outstanding; transmissions in
+            # flight may exceed it by the probes of each timeout, which repeat old data and
+            # stay in flight until acknowledged or declared lost (RFC 9002 section 6.2.4).
+            sender = conn._sender
+            assert 0 <= sender.snd_nxt - sender.snd_una <= CONFIG.max_send_window + 1  # + FIN
+            probes = PTO_PROBES * stats.timeouts
+            assert 0 <= stats.packets_in_flight <= CONFIG.max_send_window + 1 + probes
 
     def teardown(self) -> None:
         if not hasattr(self, "conns"):
