@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-goodput bench-handshake bench-kernel fuzz cover clean
+.PHONY: demo test lint bench bench-goodput bench-handshake bench-flood bench-memory bench-kernel fuzz cover clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ bench-goodput: $(STAMP)
 # runs per rate over the simulator (virtual time): success rate, time to delivery.
 bench-handshake: $(STAMP)
 	$(BIN)/python bench/handshake_loss.py $(ARGS)
+
+# A 2,000 SYN/s spoofed-style flood at a loopback listener while a client at 100 ms RTT
+# connects 20 times: successes, connect times, amplification, state per SYN (ARGS="--retry never").
+bench-flood: $(STAMP)
+	$(BIN)/python bench/syn_flood.py $(ARGS)
+
+# RSS growth of a listener (blocking, asyncio, rudp.socket) under one hostile connection.
+bench-memory: $(STAMP)
+	$(BIN)/python bench/memory.py $(ARGS)
 
 # Needs root: builds two network namespaces with a tbf-limited, iptables-lossy veth link.
 # Results also go to bench/out/; pass options as e.g. BENCH_ARGS='--loss 0,0.1 --megabytes 20'.
