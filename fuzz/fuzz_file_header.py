@@ -14,8 +14,8 @@ verdict from an untrusted receiver (``rudp.apps.filetransfer``).  For every inpu
   (what the CLI prints).
 
 Inputs are used two ways, chosen by the first byte: the raw bytes as the message (odd),
-or (even) a well-formed header whose name (and then size, digest, chunk size) come from
-the fuzzer, so odd names get past ``json.loads`` often.
+or (even) a well-formed header whose name (and then size, digest, chunk size, and a
+nesting depth) come from the fuzzer, so odd names get past ``json.loads`` often.
 
 Known bugs (being fixed elsewhere) are findings: by default the harness crashes on them.
 With ``RUDP_FUZZ_SKIP_KNOWN=1`` it counts and skips them instead, so a run can look for
@@ -106,7 +106,12 @@ def structured(data: bytes) -> bytes:
         "sha256": "ab" * 32 if fdp.ConsumeBool() else fdp.ConsumeUnicode(64),
         "chunk_size": (filetransfer.DEFAULT_CHUNK_SIZE if fdp.ConsumeBool() else fdp.ConsumeInt(4)),
     }
-    return json.dumps(obj, ensure_ascii=fdp.ConsumeBool()).encode("utf-8", "surrogatepass")
+    text = json.dumps(obj, ensure_ascii=fdp.ConsumeBool())
+    # JSON nests: json.loads is C code the fuzzer gets no coverage from, so depth must be
+    # a mutation of its own.
+    depth = fdp.ConsumeIntInRange(0, 3000) if fdp.ConsumeBool() else 0
+    text = "[" * depth + text + "]" * depth
+    return text.encode("utf-8", "surrogatepass")
 
 
 def TestOneInput(data: bytes) -> None:
