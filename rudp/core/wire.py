@@ -478,6 +478,8 @@ def encode_data_batch(
 
 def encoded_size(packet: Packet) -> int:
     """Length in bytes of ``packet`` on the wire (what ``encode`` would return)."""
+    if packet.type is PacketType.STATELESS_RESET:
+        return STATELESS_RESET_SIZE  # a compact format of its own (section 6.6)
     return OVERHEAD + SACK_SIZE * len(packet.sack) + len(packet.payload)
 
 
