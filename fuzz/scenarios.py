@@ -23,10 +23,11 @@ from rudp.testing import ConnectionPair, LinkProfile, Simulator, make_pair
 
 SEED = 7
 CONFIG = Config(
-    max_datagram_size=200,
+    max_datagram_size=1200,  # the minimum (specs/protocol.md section 6.1)
     receive_window=8,
     max_send_window=16,
-    max_message_size=4096,
+    max_message_size=16384,
+    receive_buffer=32768,
     keepalive_interval=1.0,
     peer_timeout=20.0,
 )
@@ -80,8 +81,8 @@ def _mid_transfer() -> ConnectionPair:
     pair = ConnectionPair(CONFIG, seed=SEED, drop=drop)
     pair.handshake()
     for i in range(4):
-        pair.client.send(bytes([i]) * 700)
-        pair.server.send(bytes([i]) * 90)
+        pair.client.send(bytes([i]) * 4000)  # four fragments
+        pair.server.send(bytes([i]) * 500)
     pair.pump()
     return pair
 
