@@ -301,15 +301,21 @@ class SansIOConnection:
         self._receive(packet, now)
 
     def receive_packet(
-        self, packet: wire.Packet, now: float, handshake: wire.Handshake | None = None
+        self,
+        packet: wire.Packet,
+        now: float,
+        handshake: wire.Handshake | None = None,
+        size: int | None = None,
     ) -> None:
         """Like ``receive_datagram`` for a packet an endpoint already decoded (for routing).
 
         ``handshake`` is a SYN's handshake block if the endpoint decoded it too, so
-        that it is decoded once.
+        that it is decoded once; ``size`` is the datagram's length if the caller has it
+        (``wire.encoded_size`` otherwise: the same for every packet but a stateless reset).
         """
         self._datagrams_received += 1
-        size = wire.encoded_size(packet)
+        if size is None:
+            size = wire.encoded_size(packet)
         self._bytes_received += size
         if self._sm.state in TERMINAL:
             self._dropped += 1
@@ -435,7 +441,10 @@ class SansIOConnection:
         # The ack fields are checked before they change anything, the handshake included
         # (a forged ack must not complete it).  Section 8.7: an echo of a packet number
         # we never sent, and section 8.5: an ack or SACK of data never sent, are forgeries.
-        largest = expand(packet.largest_received, recovery.next_pn - 1)
+        # The echo is mostly of our latest packet: that needs no expansion.
+        largest = recovery.next_pn - 1
+        if packet.largest_received != largest & wire.SEQ_MASK:
+            largest = expand(packet.largest_received, largest)
         if largest >= recovery.next_pn:
             self._dropped += 1
             return False
