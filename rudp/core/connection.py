@@ -301,21 +301,15 @@ class SansIOConnection:
         self._receive(packet, now)
 
     def receive_packet(
-        self,
-        packet: wire.Packet,
-        now: float,
-        handshake: wire.Handshake | None = None,
-        size: int | None = None,
+        self, packet: wire.Packet, now: float, handshake: wire.Handshake | None = None
     ) -> None:
         """Like ``receive_datagram`` for a packet an endpoint already decoded (for routing).
 
         ``handshake`` is a SYN's handshake block if the endpoint decoded it too, so
-        that it is decoded once; ``size`` is the datagram's length if the caller has it
-        (``wire.encoded_size`` otherwise: the same for every packet but a stateless reset).
+        that it is decoded once.
         """
         self._datagrams_received += 1
-        if size is None:
-            size = wire.encoded_size(packet)
+        size = wire.encoded_size(packet)
         self._bytes_received += size
         if self._sm.state in TERMINAL:
             self._dropped += 1

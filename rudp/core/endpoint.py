@@ -333,7 +333,7 @@ class Endpoint:
                     assoc.migration.received += len(data)  # the amplification budget
                 elif assoc.budget is not None:
                     assoc.budget.received += len(data)
-                assoc.connection.receive_packet(packet, now, size=len(data))  # decoded once
+                assoc.connection.receive_packet(packet, now)  # decoded once, here
             elif not follow_peer(assoc, packet, len(data), address, now, self.stats):
                 return
         if assoc._remote_id is None:

@@ -182,25 +182,35 @@ class Receiver:
         """Process one DATA or FIN packet (``seq`` already expanded).  Returns a result code."""
         self.data_packets_received += 1
         rcv_next = self.rcv_next
-        if (
-            seq == rcv_next
-            and not fragments_left
-            and not is_fin
-            and self._parts is None
-            and not self._held
-            and len(data) <= self._max_message
-            and self.window > 0
-        ):
-            # Fast path: the next packet, a whole message, nothing waiting behind it.
+        parts = self._parts
+        size = len(data)
+        if parts is None:
+            simple = not fragments_left and size <= self._max_message  # a whole message
+        else:
+            # The next fragment of the message in progress as ``_consume`` would take it,
+            # but not its last one (that one delivers: the general path does it).
+            simple = (
+                0 < fragments_left == self._expect_left
+                and size > 0
+                and len(parts) + size <= self._max_message
+                and self.fin_seq is None
+            )
+        if simple and seq == rcv_next and not is_fin and not self._held and self.window > 0:
+            # Fast path: the next packet, a whole message or a middle fragment, nothing
+            # waiting behind it.
             self.rcv_next = seq + 1
-            self._events.append(MessageReceived(data))
-            size = len(data)
-            self._unread_sizes.append((1, size))
-            self.unread += 1
-            self._unread_bytes += size
             if self.pool is not None:
                 self.pool.used += size
-            self.messages_delivered += 1
+            if parts is None:
+                self._events.append(MessageReceived(data))
+                self._unread_sizes.append((1, size))
+                self.unread += 1
+                self._unread_bytes += size
+                self.messages_delivered += 1
+            else:
+                parts += data
+                self._fragments += 1
+                self._expect_left = fragments_left - 1
             if not self.ack_now:
                 self._unacked_eliciting += 1
                 if self._unacked_eliciting >= 2:
