@@ -90,7 +90,11 @@ class Receiver:
         """Why ``on_data`` returned PROTOCOL_ERROR."""
 
         # reassembly of the message in progress
-        self._parts: bytearray | None = None
+        # The fragments are kept apart and joined once: appending each to a bytearray
+        # copies the message again whenever the buffer grows.
+        self._parts: list[bytes] | None = None
+        self._parts_size = 0
+        """Bytes in ``_parts`` (0 with no message in progress)."""
         self._expect_left = 0
         self._fragments = 0
 
@@ -139,7 +143,7 @@ class Receiver:
         packets = self.unread
         parts = self._parts
         if parts is not None:
-            used += len(parts)
+            used += self._parts_size
             packets += self._fragments
         free = self._budget - used
         pool = self.pool
@@ -157,8 +161,7 @@ class Receiver:
     @property
     def buffered(self) -> int:
         """Bytes held: out of order, the message in progress, delivered but unread."""
-        parts = self._parts
-        return self._held_bytes + self._unread_bytes + (len(parts) if parts is not None else 0)
+        return self._held_bytes + self._unread_bytes + self._parts_size
 
     def release(self) -> None:
         """The connection is over: give its bytes back to the shared budget."""
@@ -192,7 +195,7 @@ class Receiver:
             simple = (
                 0 < fragments_left == self._expect_left
                 and size > 0
-                and len(parts) + size <= self._max_message
+                and self._parts_size + size <= self._max_message
                 and self.fin_seq is None
             )
         if simple and seq == rcv_next and not is_fin and not self._held and self.window > 0:
@@ -208,7 +211,8 @@ class Receiver:
                 self._unread_bytes += size
                 self.messages_delivered += 1
             else:
-                parts += data
+                parts.append(data)
+                self._parts_size += size
                 self._fragments += 1
                 self._expect_left = fragments_left - 1
             if not self.ack_now:
@@ -303,7 +307,8 @@ class Receiver:
             if not data:
                 self.error = "empty fragment inside a message"
                 return PROTOCOL_ERROR
-            self._parts = bytearray(data)
+            self._parts = [data]
+            self._parts_size = len(data)
             self._expect_left = fragments_left - 1
             self._fragments = 1
         else:
@@ -313,16 +318,18 @@ class Receiver:
             if not data and fragments_left:
                 self.error = "empty fragment inside a message"
                 return PROTOCOL_ERROR
-            parts += data
+            parts.append(data)
+            self._parts_size += len(data)
             self._fragments += 1
             self._expect_left = fragments_left - 1
-        assert self._parts is not None
-        if len(self._parts) > self._max_message:
+        if self._parts_size > self._max_message:
             self.error = "message too large"
             return PROTOCOL_ERROR
         if fragments_left == 0:
-            message = bytes(self._parts)
+            assert self._parts is not None
+            message = b"".join(self._parts)
             self._parts = None
+            self._parts_size = 0
             self._deliver(message, self._fragments)
         return ACCEPTED
 
