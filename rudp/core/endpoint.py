@@ -138,6 +138,7 @@ from rudp.events import Connected, Event, Failed, MessageReceived
 
 __all__ = ["Association", "ConnectionFactory", "ConnectionLike", "Endpoint", "EndpointStats"]
 # EndpointStats lives in rudp.core.endpoint_stats (shared with the helpers) and is re-exported.
+_SYN, _STATELESS_RESET = PacketType.SYN, PacketType.STATELESS_RESET
 
 
 class Endpoint:
@@ -298,7 +299,8 @@ class Endpoint:
         except BadPacket:
             self.stats.bad_datagrams += 1
             return
-        if packet.type is PacketType.SYN and packet.connection_id == 0:
+        ptype = packet.type  # compared with module globals: see connection._receive
+        if ptype is _SYN and packet.connection_id == 0:
             refused = self.stats.syn_refused_limit
             try:
                 handshake = decode_handshake(packet.payload)
@@ -312,7 +314,7 @@ class Endpoint:
                 return
             # The core gets the block decoded here: a SYN's handshake is decoded once.
             assoc.connection.receive_packet(packet, now, handshake)
-        elif packet.type is PacketType.STATELESS_RESET:
+        elif ptype is _STATELESS_RESET:
             found = self._resets.route(packet.connection_id)  # it names our *peer's* id
             if found is None:
                 self.stats.unknown_connection += 1  # never answered (section 6.6.2)

@@ -90,7 +90,11 @@ class Receiver:
         """Why ``on_data`` returned PROTOCOL_ERROR."""
 
         # reassembly of the message in progress
-        self._parts: bytearray | None = None
+        # The fragments are kept apart and joined once: appending each to a bytearray
+        # copies the message again whenever the buffer grows.
+        self._parts: list[bytes] | None = None
+        self._parts_size = 0
+        """Bytes in ``_parts`` (0 with no message in progress)."""
         self._expect_left = 0
         self._fragments = 0
 
@@ -139,7 +143,7 @@ class Receiver:
         packets = self.unread
         parts = self._parts
         if parts is not None:
-            used += len(parts)
+            used += self._parts_size
             packets += self._fragments
         free = self._budget - used
         pool = self.pool
@@ -157,8 +161,7 @@ class Receiver:
     @property
     def buffered(self) -> int:
         """Bytes held: out of order, the message in progress, delivered but unread."""
-        parts = self._parts
-        return self._held_bytes + self._unread_bytes + (len(parts) if parts is not None else 0)
+        return self._held_bytes + self._unread_bytes + self._parts_size
 
     def release(self) -> None:
         """The connection is over: give its bytes back to the shared budget."""
@@ -182,25 +185,36 @@ class Receiver:
         """Process one DATA or FIN packet (``seq`` already expanded).  Returns a result code."""
         self.data_packets_received += 1
         rcv_next = self.rcv_next
-        if (
-            seq == rcv_next
-            and not fragments_left
-            and not is_fin
-            and self._parts is None
-            and not self._held
-            and len(data) <= self._max_message
-            and self.window > 0
-        ):
-            # Fast path: the next packet, a whole message, nothing waiting behind it.
+        parts = self._parts
+        size = len(data)
+        if parts is None:
+            simple = not fragments_left and size <= self._max_message  # a whole message
+        else:
+            # The next fragment of the message in progress as ``_consume`` would take it,
+            # but not its last one (that one delivers: the general path does it).
+            simple = (
+                0 < fragments_left == self._expect_left
+                and size > 0
+                and self._parts_size + size <= self._max_message
+                and self.fin_seq is None
+            )
+        if simple and seq == rcv_next and not is_fin and not self._held and self.window > 0:
+            # Fast path: the next packet, a whole message or a middle fragment, nothing
+            # waiting behind it.
             self.rcv_next = seq + 1
-            self._events.append(MessageReceived(data))
-            size = len(data)
-            self._unread_sizes.append((1, size))
-            self.unread += 1
-            self._unread_bytes += size
             if self.pool is not None:
                 self.pool.used += size
-            self.messages_delivered += 1
+            if parts is None:
+                self._events.append(MessageReceived(data))
+                self._unread_sizes.append((1, size))
+                self.unread += 1
+                self._unread_bytes += size
+                self.messages_delivered += 1
+            else:
+                parts.append(data)
+                self._parts_size += size
+                self._fragments += 1
+                self._expect_left = fragments_left - 1
             if not self.ack_now:
                 self._unacked_eliciting += 1
                 if self._unacked_eliciting >= 2:
@@ -293,7 +307,8 @@ class Receiver:
             if not data:
                 self.error = "empty fragment inside a message"
                 return PROTOCOL_ERROR
-            self._parts = bytearray(data)
+            self._parts = [data]
+            self._parts_size = len(data)
             self._expect_left = fragments_left - 1
             self._fragments = 1
         else:
@@ -303,16 +318,18 @@ class Receiver:
             if not data and fragments_left:
                 self.error = "empty fragment inside a message"
                 return PROTOCOL_ERROR
-            parts += data
+            parts.append(data)
+            self._parts_size += len(data)
             self._fragments += 1
             self._expect_left = fragments_left - 1
-        assert self._parts is not None
-        if len(self._parts) > self._max_message:
+        if self._parts_size > self._max_message:
             self.error = "message too large"
             return PROTOCOL_ERROR
         if fragments_left == 0:
-            message = bytes(self._parts)
+            assert self._parts is not None
+            message = b"".join(self._parts)
             self._parts = None
+            self._parts_size = 0
             self._deliver(message, self._fragments)
         return ACCEPTED
 
