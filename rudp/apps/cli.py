@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=filetransfer.DEFAULT_CHUNK_SIZE,
         metavar="BYTES",
-        help=f"bytes per message (default {filetransfer.DEFAULT_CHUNK_SIZE})",
+        help=f"bytes per message (default {filetransfer.DEFAULT_CHUNK_SIZE}, "
+        f"{filetransfer.MIN_CHUNK_SIZE}..{filetransfer.MAX_CHUNK_SIZE})",
     )
     send.add_argument(
         "--connect-timeout",

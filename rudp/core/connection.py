@@ -241,7 +241,7 @@ class SansIOConnection:
         if len(message) > self.config.max_message_size:
             raise MessageTooLarge(
                 f"message of {len(message)} bytes exceeds max_message_size "
-                f"{self.config.max_message_size}"
+                f"{self.config.max_message_size} (raise it, with receive_buffer, on both ends)"
             )
         if not self._sm.allows(Input.SEND):  # SEND never changes the state
             if self._sm.close_deferred:

@@ -27,8 +27,9 @@ DEFAULT_CHUNK_SIZE = 256 * 1024
 enough that the receiver's reassembly buffer (one message) stays small."""
 
 MIN_CHUNK_SIZE = 1024
-MAX_CHUNK_SIZE = 4 * 1024 * 1024
-"""Largest chunk a receiver accepts (well under ``Config.max_message_size``)."""
+MAX_CHUNK_SIZE = 1024 * 1024
+"""Largest chunk a receiver accepts: ``Config.max_message_size``'s default (1 MiB), so any
+chunk size the CLI allows fits a message with the default configuration."""
 
 MAX_FILE_SIZE = 2**63 - 1
 """Largest size a header may announce (the largest ``off_t``); the free-space
