@@ -7,6 +7,7 @@ public face really runs on the one set of defaults.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
@@ -14,8 +15,9 @@ import pytest
 import rudp
 import rudp.aio
 from rudp.config import Config
+from rudp.core.endpoint import Endpoint
 from rudp.drivers import DriverOptions, split_options
-from rudp.drivers._common import ConnectionLedger, default_local_address
+from rudp.drivers._common import ConnectionLedger, default_local_address, drain, read_size
 from rudp.errors import ConnectionAborted, PeerUnreachable
 from rudp.events import (
     Closed,
@@ -186,3 +188,27 @@ def test_socket_and_listener_refuse_client_only_options() -> None:
         rudp.socket(timeout=1.0)
     with pytest.raises(TypeError, match="local_addr"):
         rudp.listen(("127.0.0.1", 0), local_addr=("127.0.0.1", 0))
+
+
+def test_drain_reads_at_most_one_byte_above_the_largest_valid_datagram() -> None:
+    """Section 17.5: a hostile 60 KB datagram costs read_size bytes, and fails the checks."""
+    config = Config()
+    size = read_size(config)
+    assert size == config.max_datagram_size + 1
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
+        receiver.bind(("127.0.0.1", 0))
+        sender.sendto(b"x" * 60_000, receiver.getsockname())
+        sender.sendto(b"y" * 100, receiver.getsockname())
+        receiver.settimeout(5)
+        # Loopback queues a datagram within sendto, so both are there: peek to be sure.
+        first = receiver.recvfrom(size, socket.MSG_PEEK)
+        assert len(first[0]) == size
+        receiver.setblocking(False)
+        batch = drain(receiver, 10, [], None, size)
+    assert [len(data) for data, _ in batch] == [size, 100]
+    endpoint = Endpoint(config, accepting=True)
+    endpoint.receive_datagrams(batch, 0.0)
+    assert endpoint.stats.bad_datagrams == 2 and len(endpoint) == 0

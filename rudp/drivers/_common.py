@@ -237,22 +237,33 @@ def udp_socket(family: int, options: DriverOptions) -> socket.socket:
     return sock
 
 
+def read_size(config: Config) -> int:
+    """The ``recvfrom`` buffer for an endpoint of ``config``: one byte above the largest
+    datagram it accepts.  Nothing longer is valid (specs/protocol.md section 6.1: no peer
+    may exceed the size we announce), so a longer one arrives truncated and fails its
+    checks; a hostile peer's 64 KiB datagrams then cost 1.2 KiB each, not 64, in a batch
+    of ``recv_batch`` (section 17.5)."""
+    return min(config.max_datagram_size + 1, MAX_DATAGRAM)
+
+
 def drain(
     sock: socket.socket,
     limit: int,
     batch: list[tuple[bytes, Any]],
     normalise: Callable[[Any], Any] | None = None,
+    bufsize: int = MAX_DATAGRAM,
 ) -> list[tuple[bytes, Any]]:
     """Append to ``batch`` up to ``limit`` datagrams the kernel holds, without blocking.
 
     OS errors are skipped: ``ConnectionRefusedError`` and friends report an ICMP
     error for some earlier datagram, which is loss as far as the protocol cares
-    (its timers decide when a peer is gone).
+    (its timers decide when a peer is gone).  ``bufsize`` (see ``read_size``) bounds
+    the bytes read per datagram.
     """
     recvfrom = sock.recvfrom
     for _ in range(limit):
         try:
-            data, address = recvfrom(MAX_DATAGRAM)
+            data, address = recvfrom(bufsize)
         except (BlockingIOError, InterruptedError):
             break
         except OSError:

@@ -48,6 +48,7 @@ from rudp.drivers._common import (
     DriverOptions,
     drain,
     normalise_address,
+    read_size,
     udp_socket,
 )
 from rudp.drivers.aio_connection import Connection, release_waiters
@@ -79,6 +80,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
+        self._read_size = read_size(config)
         """Protocol configuration of every connection on this endpoint."""
         self.options = options
         """Driver options."""
@@ -118,7 +120,9 @@ class EndpointProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """Drain the socket, feed the endpoint once, then run a service pass."""
         first = (data, normalise_address(addr))
-        batch = drain(self._sock, self.options.recv_batch - 1, [first], self._normalise)
+        batch = drain(
+            self._sock, self.options.recv_batch - 1, [first], self._normalise, self._read_size
+        )
         self.endpoint.receive_datagrams(batch, self.loop.time())
         self.service()
 

@@ -67,7 +67,7 @@ from typing import Any
 
 from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
-from rudp.drivers._common import ConnectionLedger, DriverOptions, drain, udp_socket
+from rudp.drivers._common import ConnectionLedger, DriverOptions, drain, read_size, udp_socket
 from rudp.drivers.lifetime import running_engines, undelivered_warning, warn
 from rudp.errors import ConnectionFailed, LingerExpired, LocalProtocolError, Timeout
 from rudp.events import MessageReceived
@@ -218,6 +218,7 @@ class Engine:
     ) -> None:
         self.family = family
         self.config = config
+        self._read_size = read_size(config)
         self.options = options
         """The driver options (``send_buffer``, ``linger``, ... for the faces)."""
         self.recv_limit = config.receive_window
@@ -443,7 +444,9 @@ class Engine:
                     while self._posted:
                         self._posted.popleft()()
                     batch = (
-                        drain(self.sock, self.options.recv_batch, []) if self.sock in ready else []
+                        drain(self.sock, self.options.recv_batch, [], None, self._read_size)
+                        if self.sock in ready
+                        else []
                     )
                     now = time.monotonic()
                     if batch:
