@@ -77,11 +77,12 @@ def drain_connection(conn: SansIOConnection, now: float) -> None:
     check_connection(conn)
 
 
-def fire_connection(conn: SansIOConnection, now: float) -> float:
-    timer = conn.get_timer()
+def fire(target: SansIOConnection | Endpoint, now: float) -> float:
+    """Run ``target``'s next timer (a connection or an endpoint: the same two calls)."""
+    timer = target.get_timer()
     if timer is not None:
         now = max(now, timer)
-        conn.handle_timer(now)
+        target.handle_timer(now)
     return now
 
 
@@ -92,10 +93,10 @@ def run_connection(conn: SansIOConnection, recs: list[tuple[int, bytes]]) -> Non
         conn.receive_datagram(mutate(control, datagram, conn.local_connection_id), now)
         drain_connection(conn, now)
         if control & 4:
-            now = fire_connection(conn, now)
+            now = fire(conn, now)
             drain_connection(conn, now)
     for _ in range(3):
-        now = fire_connection(conn, now)
+        now = fire(conn, now)
         drain_connection(conn, now)
 
 
@@ -115,14 +116,6 @@ def drain_endpoint(endpoint: Endpoint, now: float) -> None:
     check_endpoint(endpoint)
 
 
-def fire_endpoint(endpoint: Endpoint, now: float) -> float:
-    timer = endpoint.get_timer()
-    if timer is not None:
-        now = max(now, timer)
-        endpoint.handle_timer(now)
-    return now
-
-
 def run_endpoint(endpoint: Endpoint, recs: list[tuple[int, bytes]], now: float) -> None:
     for control, datagram in recs:
         now += (control >> 4) * TIME_STEP
@@ -132,10 +125,10 @@ def run_endpoint(endpoint: Endpoint, recs: list[tuple[int, bytes]], now: float) 
         endpoint.receive_datagram(mutate(control, datagram, target), address, now)
         drain_endpoint(endpoint, now)
         if control & 4:
-            now = fire_endpoint(endpoint, now)
+            now = fire(endpoint, now)
             drain_endpoint(endpoint, now)
     for _ in range(3):
-        now = fire_endpoint(endpoint, now)
+        now = fire(endpoint, now)
         drain_endpoint(endpoint, now)
 
 

@@ -331,10 +331,9 @@ class Endpoint:
                 return
             assoc = found
             if assoc.address == address:
-                if assoc.migration is not None:
-                    assoc.migration.received += len(data)  # the amplification budget
-                elif assoc.budget is not None:
-                    assoc.budget.received += len(data)
+                budget = assoc.budget if assoc.migration is None else assoc.migration.budget
+                if budget is not None:
+                    budget.received += len(data)  # the unvalidated address's 3x budget
                 assoc.connection.receive_packet(packet, now)  # decoded once, here
             elif not follow_peer(assoc, packet, len(data), address, now, self.stats):
                 return

@@ -33,6 +33,7 @@ __all__ = [
     "AMPLIFICATION_FACTOR",
     "MAX_HELD_DATAGRAMS",
     "PROBING_TYPES",
+    "AddressBudget",
     "Migration",
     "follow_peer",
     "limit_output",
@@ -64,18 +65,50 @@ def same_host(a: Any, b: Any) -> bool:
     )
 
 
+class AddressBudget:
+    """What an unvalidated address sent us and what we sent it: the 3x limit of RFC 9000
+    section 8.1, for a server's unvalidated client (``rudp.core.retry``) and for a
+    migrated peer's new address (``Migration``)."""
+
+    __slots__ = ("received", "sent")
+
+    def __init__(self, received: int) -> None:
+        self.received = received
+        """Bytes received from the address."""
+        self.sent = 0
+        """Bytes sent to it."""
+
+    @property
+    def allowance(self) -> int:
+        """Bytes that may still go to the address."""
+        return AMPLIFICATION_FACTOR * self.received - self.sent
+
+    def limit(self, datagrams: list[bytes], stats: EndpointStats) -> list[bytes]:
+        """The datagrams that fit within the allowance, in order; the rest are dropped
+        (a retransmission will come if the peer is genuine: its own resent SYN raises
+        the budget)."""
+        allowance = self.allowance
+        out: list[bytes] = []
+        for data in datagrams:
+            if len(data) <= allowance:
+                allowance -= len(data)
+                self.sent += len(data)
+                out.append(data)
+            else:
+                stats.amplification_dropped += 1
+        return out
+
+
 class Migration:
     """An association's unvalidated new address: its budget and held output (module docs)."""
 
-    __slots__ = ("dropped", "held", "previous", "received", "sent")
+    __slots__ = ("budget", "dropped", "held", "previous")
 
     def __init__(self, previous: Any, received: int) -> None:
         self.previous = previous
         """The last validated address: where the association returns if validation fails."""
-        self.received = received
-        """Bytes received from the new address (the datagram that moved us included)."""
-        self.sent = 0
-        """Bytes sent to the new address."""
+        self.budget = AddressBudget(received)
+        """The new address's 3x budget (the datagram that moved us counts as received)."""
         self.held: deque[bytes] = deque()
         """Datagrams the budget holds back, oldest first."""
         self.dropped = 0
@@ -83,13 +116,7 @@ class Migration:
 
     def retarget(self, received: int) -> None:
         """The peer moved again before the validation finished: a new budget, same hold."""
-        self.received = received
-        self.sent = 0
-
-    @property
-    def budget(self) -> int:
-        """Bytes that may still go to the new address."""
-        return AMPLIFICATION_FACTOR * self.received - self.sent
+        self.budget = AddressBudget(received)
 
     def admit(self, datagrams: list[bytes]) -> tuple[list[bytes], int]:
         """Release what the budget allows of the hold and ``datagrams``, path packets first.
@@ -110,11 +137,12 @@ class Migration:
             added += 1
         out: list[bytes] = []
         budget = self.budget
-        while held and len(held[0]) <= budget:
+        allowance = budget.allowance
+        while held and len(held[0]) <= allowance:
             datagram = held.popleft()
-            budget -= len(datagram)
+            allowance -= len(datagram)
+            budget.sent += len(datagram)
             out.append(datagram)
-        self.sent = AMPLIFICATION_FACTOR * self.received - budget
         # The newest datagrams are at the tail: those still held are the last ones added.
         return out, min(len(held), added)
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 
 from rudp.core.endpoint_stats import EndpointStats
-from rudp.core.migration import AMPLIFICATION_FACTOR
+from rudp.core.migration import AddressBudget as AddressBudget  # re-exported
 from rudp.core.tokens import retry_key, retry_mac, tokens_equal
 from rudp.core.wire import RETRY_TOKEN_STRUCT, Packet, encode_retry, syn_token
 
@@ -83,31 +83,6 @@ def address_bytes(address: Any) -> bytes:
 def bucket_of(now: float) -> int:
     """The retry-token time bucket of ``now`` (u32, wrapping)."""
     return int(now // BUCKET_SECONDS) % _U32
-
-
-class AddressBudget:
-    """What an unvalidated address sent us and what we sent it (the 3x limit)."""
-
-    __slots__ = ("received", "sent")
-
-    def __init__(self, received: int) -> None:
-        self.received = received
-        self.sent = 0
-
-    def limit(self, datagrams: list[bytes], stats: EndpointStats) -> list[bytes]:
-        """The datagrams that fit within 3x the bytes received, in order; the rest are
-        dropped (a retransmission will come if the peer is genuine: its own resent SYN
-        raises the budget)."""
-        allowance = AMPLIFICATION_FACTOR * self.received - self.sent
-        out: list[bytes] = []
-        for data in datagrams:
-            if len(data) <= allowance:
-                allowance -= len(data)
-                self.sent += len(data)
-                out.append(data)
-            else:
-                stats.amplification_dropped += 1
-        return out
 
 
 class RetryGate:
