@@ -29,6 +29,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -438,30 +439,92 @@ def _cmd_recv(args: argparse.Namespace) -> int:
             _say(f"{what} failed: {exc}")
 
     with listener:
-        _say(f"listening on {format_address(listener.address)}, saving to {output}")
-        if not _is_loopback(listener.address[0]):
-            _say(
-                "warning: reachable from other hosts, and rudp does not authenticate peers: "
-                "anyone who can reach this port can store files here"
-            )
-        for path in stale:
-            _say(f"removed the stale partial file {path.name}")
+        return _serve_until_interrupted(listener, args, output, stale, report, report_error)
+
+
+def _serve_until_interrupted(
+    listener: Any,
+    args: argparse.Namespace,
+    output: Path,
+    stale: list[Path],
+    report: Any,
+    report_error: Any,
+) -> int:
+    """Serve in a worker thread; an interrupt (SIGINT, or SIGTERM made one) closes the listener.
+
+    Signals are handled in the main thread, and a ``KeyboardInterrupt`` raised at an
+    arbitrary point there may land between a lock's acquisition and the ``with`` block
+    that would release it (CPython's ``with`` is not signal-safe): the listener's own
+    close then waited for that lock forever, about once in 40 interrupts.  So the main
+    thread holds no rudp lock: it only sleeps until the worker is done, and on an
+    interrupt closes the listener from there; the worker's ``serve`` then ends and
+    cleans up (connections closed, partial files removed) as on any other end.
+    """
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
         try:
-            filetransfer.serve(
-                listener,
-                output,
-                once=args.once,
-                timeout=args.timeout,
-                progress=_progress_factory(args.quiet),
-                on_result=report,
-                on_error=report_error,
-                overwrite=args.overwrite,
-                max_senders=args.max_senders,
-                idle_timeout=args.idle_timeout,
-            )
-        except RudpTimeout:
-            _say("timed out waiting for a file" if args.once else "timed out")
-            return EXIT_FAILED if args.once else EXIT_OK
+            outcome["status"] = _serve(listener, args, output, stale, report, report_error)
+        except BaseException as exc:  # re-raised in the main thread
+            outcome["error"] = exc
+        outcome["done"] = True  # a plain flag: waiting on it takes no lock
+
+    worker = threading.Thread(target=work, name="rudp-recv", daemon=True)
+    worker.start()
+    try:
+        while "done" not in outcome:
+            time.sleep(_POLL)
+    except KeyboardInterrupt:
+        listener.close()
+        stop_by = time.monotonic() + _INTERRUPT_GRACE
+        while "done" not in outcome and time.monotonic() < stop_by:
+            time.sleep(_POLL)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    status: int = outcome["status"]
+    return status
+
+
+_POLL = 0.05
+"""Seconds between the main thread's looks at the worker (it only waits for signals)."""
+_INTERRUPT_GRACE = 10.0
+"""How long an interrupted receiver waits for its transfers to be closed and cleaned up."""
+
+
+def _serve(
+    listener: Any,
+    args: argparse.Namespace,
+    output: Path,
+    stale: list[Path],
+    report: Any,
+    report_error: Any,
+) -> int:
+    """``rudp recv``'s work once it listens (in ``_serve_until_interrupted``'s worker)."""
+    _say(f"listening on {format_address(listener.address)}, saving to {output}")
+    if not _is_loopback(listener.address[0]):
+        _say(
+            "warning: reachable from other hosts, and rudp does not authenticate peers: "
+            "anyone who can reach this port can store files here"
+        )
+    for path in stale:
+        _say(f"removed the stale partial file {path.name}")
+    try:
+        filetransfer.serve(
+            listener,
+            output,
+            once=args.once,
+            timeout=args.timeout,
+            progress=_progress_factory(args.quiet),
+            on_result=report,
+            on_error=report_error,
+            overwrite=args.overwrite,
+            max_senders=args.max_senders,
+            idle_timeout=args.idle_timeout,
+        )
+    except RudpTimeout:
+        _say("timed out waiting for a file" if args.once else "timed out")
+        return EXIT_FAILED if args.once else EXIT_OK
     return EXIT_OK
 
 
