@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-goodput bench-handshake bench-flood bench-memory bench-kernel fuzz fuzz-atheris cover clean
+.PHONY: demo test lint bench bench-goodput bench-handshake bench-flood bench-memory bench-aead bench-kernel fuzz fuzz-atheris cover clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-flood: $(STAMP)
 # RSS growth of a listener (blocking, asyncio, rudp.socket) under one hostile connection.
 bench-memory: $(STAMP)
 	$(BIN)/python bench/memory.py $(ARGS)
+
+# CPU per datagram with and without psk=, beside aioquic's TLS 1.3 (all in memory).
+bench-aead: $(STAMP)
+	$(BIN)/python bench/aead_cost.py $(ARGS)
 
 # Needs root: builds two network namespaces with a tbf-limited, iptables-lossy veth link.
 # Results also go to bench/out/; pass options as e.g. BENCH_ARGS='--loss 0,0.1 --megabytes 20'.

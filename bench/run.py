@@ -89,12 +89,15 @@ def rudp_core_packet_rate(packets: int = 20_000) -> Result:
     return Result("rudp core, packets in memory", moved * PACKET_MESSAGE, cpu, cpu, note)
 
 
-def rudp_connection(total_bytes: int) -> Result:
-    """The blocking connection API over a loopback UDP socket."""
+PSK = bytes(range(32))
+
+
+def rudp_connection(total_bytes: int, psk: bytes | None = None) -> Result:
+    """The blocking connection API over a loopback UDP socket (``psk``: sealed datagrams)."""
     block = os.urandom(MESSAGE)
     count = total_bytes // MESSAGE
     received = [0]
-    with rudp.listen(("127.0.0.1", 0)) as listener:
+    with rudp.listen(("127.0.0.1", 0), psk=psk) as listener:
 
         def serve() -> None:
             with listener.accept(timeout=DEADLINE) as peer:
@@ -104,13 +107,14 @@ def rudp_connection(total_bytes: int) -> Result:
         thread = threading.Thread(target=serve)
         thread.start()
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        with rudp.connect(listener.address) as conn:
+        with rudp.connect(listener.address, psk=psk) as conn:
             for _ in range(count):
                 conn.send(block)
             conn.flush(timeout=DEADLINE)
         thread.join(DEADLINE)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    return Result("rudp connection API", received[0], wall, cpu, "both ends in this process")
+    name = "rudp connection API" + (", psk" if psk else "")
+    return Result(name, received[0], wall, cpu, "both ends in this process")
 
 
 def rudp_asyncio(total_bytes: int) -> Result:
@@ -164,6 +168,7 @@ def main() -> None:
     peer_results = [peers.raw_udp(total), peers.kernel_tcp(total), peers.aioquic_stream(total)]
     ours = [
         rudp_connection(total),
+        rudp_connection(total, PSK),
         rudp_asyncio(total),
         rudp_core(total, 0.0),
         rudp_core(total, 0.1),

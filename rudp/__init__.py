@@ -54,7 +54,7 @@ from rudp.events import (
 )
 from rudp.sock import AF_INET, AF_INET6, SOCK_DGRAM, socket
 
-__version__ = "0.4.0"  # wire version 4 (specs/protocol.md revision 4)
+__version__ = "0.5.0"  # wire version 5 (specs/protocol.md revision 5)
 
 __all__ = [
     "AF_INET",

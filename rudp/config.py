@@ -6,7 +6,7 @@ accept the same names as keyword ``**options``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 MIB = 1024 * 1024
@@ -144,6 +144,15 @@ class Config:
     one a close may wait that long for an acknowledgement that never comes (the sender's
     p99 close there went from 9.1 to 11.2 s)."""
 
+    # --- authenticated encryption -------------------------------------------
+    psk: bytes | None = field(default=None, repr=False)
+    """A 32-byte pre-shared key, the same on both sides, or None.  With it the handshake
+    is Noise NNpsk0 (a fresh X25519 exchange per connection, authenticated by the key)
+    and every later datagram is sealed with ChaCha20-Poly1305 (specs/protocol.md sections
+    3.7 and 6.8): a peer without the key cannot connect, read, inject, reset or close.
+    Both sides must agree: a keyed side and an unkeyed one never complete a handshake.
+    Kept out of ``repr`` so that logging a config does not print the key."""
+
     @classmethod
     def textbook(cls, **overrides: Any) -> Config:
         """The policy of *Foundations of Python Network Programming*'s UDP client.
@@ -198,3 +207,5 @@ class Config:
             raise ValueError("initial_window must be at least 1 packet")
         if self.pacing_burst < 1:
             raise ValueError("pacing_burst must be at least 1 packet")
+        if self.psk is not None and (not isinstance(self.psk, bytes) or len(self.psk) != 32):
+            raise ValueError("psk must be 32 bytes (or None)")

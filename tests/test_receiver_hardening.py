@@ -479,7 +479,7 @@ def test_recv_warns_when_reachable_from_other_hosts(tmp_path: Path, procs: list[
     receiver = rudp_cli("recv", "--listen", "0.0.0.0:0", "--output", str(tmp_path), "-q")
     procs.append(receiver)
     receiver.wait_for(LISTENING)
-    receiver.wait_for(re.compile(r"warning: reachable from other hosts, and rudp does not auth"))
+    receiver.wait_for(re.compile(r"warning: reachable from other hosts without --psk-file"))
     assert receiver.stop(timeout=30) == 0
 
 

@@ -421,7 +421,7 @@ def test_s3_1_field_offsets_sizes_byte_order() -> None:
     )
     data = wire.encode(packet)
     expected_body = (
-        bytes([4, 3, 1, 1])  # version 4, DATA, ACK_NOW, one SACK block
+        bytes([5, 3, 1, 1])  # version 5, DATA, ACK_NOW, one SACK block
         + bytes.fromhex("0102030405060708")  # 4: connection id
         + bytes.fromhex("0A0B0C0D")  # 12: packet number
         + bytes.fromhex("11223344")  # 16: seq
@@ -443,8 +443,9 @@ def test_s3_1_field_offsets_sizes_byte_order() -> None:
 
 
 def test_s3_2_sender_never_sets_reserved_flags() -> None:
-    """§3.2-1: a sender sends reserved flag bits as zero (the encoder refuses to set them)."""
-    for bit in range(1, 8):
+    """§3.2-1: a sender sends reserved flag bits as zero (the encoder refuses to set them).
+    Bit 1 is SEALED since version 5 (section 3.7): an unkeyed conversation never sets it."""
+    for bit in range(2, 8):
         with pytest.raises(ValueError):
             wire.encode(_packet(flags=1 << bit))
     # And every datagram of a whole conversation has them clear.
@@ -455,17 +456,17 @@ def test_s3_2_sender_never_sets_reserved_flags() -> None:
     pair.client.close(pair.now)
     assert pair.run(stop=lambda: pair.client.is_closed and pair.server.is_closed)
     assert pair.sent, "the conversation produced datagrams"
-    assert all(data[2] & 0xFE == 0 for _, data in pair.sent)
+    assert all(data[2] & 0xFE == 0 for _, data in pair.sent)  # nor SEALED, without a key
 
 
 def test_s3_2_receiver_drops_reserved_flags() -> None:
     """§3.2-2: a datagram with any reserved flag bit set is dropped and counted."""
-    for bit in range(1, 8):
+    for bit in range(2, 8):
         assert "reserved flag" in _decode_error(_raw(flags=1 << bit))
     peer = _server_under_test()
     conn = peer.conn
     good = peer.craft(PacketType.DATA, payload=b"hello", flags=Flags.ACK_NOW)
-    for bit in range(1, 8):
+    for bit in range(2, 8):
         bad = bytearray(good[:-4])
         bad[2] |= 1 << bit
         before = _snapshot(conn)
@@ -2575,13 +2576,13 @@ def _version_1_datagram(ptype: int, cid: int, seq: int, ack: int, payload: bytes
 
 
 def test_s15_1_other_versions_dropped_silently() -> None:
-    """§15.1-1: a datagram of any version but 4 is dropped with no reply, in every state."""
+    """§15.1-1: a datagram of any version but 5 is dropped with no reply, in every state."""
     listener = _engine(None, is_client=False)
     handshake = wire.encode_handshake(wire.Handshake(CLIENT_ID, 1400))
     # A genuine version-1 SYN (42 bytes, CRC valid) and version-4 layouts with other versions.
     syns = [_version_1_datagram(1, 0, 77, 0, handshake)] + [
         _raw(version=version, ptype=1, cid=0, payload=handshake)
-        for version in (0, 1, 2, 3, 5, 0x7F, 0xFF)
+        for version in (0, 1, 2, 3, 4, 6, 0x7F, 0xFF)
     ]
     for syn in syns:
         before = _snapshot(listener)
@@ -2589,7 +2590,7 @@ def test_s15_1_other_versions_dropped_silently() -> None:
         _assert_dropped_without_effect(listener, before, 0.0)
         assert listener.state is ConnectionState.LISTEN
     peer = _server_under_test()
-    for version in (0, 1, 2, 3, 5, 0xFF):
+    for version in (0, 1, 2, 3, 4, 6, 0xFF):
         for ptype, payload in ((3, b"data"), (4, b""), (5, b""), (6, b""), (7, PEER_TOKEN)):
             data = _raw(
                 version=version,

@@ -3,8 +3,9 @@
 ::
 
     rudp recv [--listen HOST:PORT] [--output DIR] [--once] [--timeout S] [--overwrite]
-              [--max-senders N] [--idle-timeout S]
-    rudp send PATH [PATH ...] HOST:PORT [--chunk-size N] [--peer-timeout S]
+              [--max-senders N] [--idle-timeout S] [--psk-file KEYFILE]
+    rudp send PATH [PATH ...] HOST:PORT [--chunk-size N] [--peer-timeout S] [--psk-file KEYFILE]
+    rudp genpsk KEYFILE
     rudp proxy --listen HOST:PORT --upstream HOST:PORT [--loss P] [--dup P]
                [--reorder P] [--corrupt P] [--delay 20ms] [--jitter 5ms]
                [--rate 50mbit] [--seed N] [--rebind-after N]
@@ -14,9 +15,11 @@
 verified, so a file under its final name is always complete; it never replaces
 an existing file unless given ``--overwrite`` (``name (1).ext`` instead), serves
 up to ``--max-senders`` senders at once and ends a connection idle for
-``--idle-timeout``.  It listens on 127.0.0.1 unless told otherwise: rudp does
-not authenticate peers yet, so ``--listen 0.0.0.0:PORT`` must be asked for, and
-it warns that anyone who can reach the port can store files.  Exit codes: 0 success, 1
+``--idle-timeout``.  It listens on 127.0.0.1 unless told otherwise; ``--listen
+0.0.0.0:PORT`` must be asked for, and without ``--psk-file`` it warns that anyone who
+can reach the port can store files.  ``--psk-file`` (or ``$RUDP_PSK_FILE``) names a key
+made by ``rudp genpsk``: with it only holders of the key connect, and every datagram
+is encrypted and authenticated (``rudp.Config.psk``).  Exit codes: 0 success, 1
 transfer failure (any file refused), 2 usage error, 130 interrupted.  Messages
 go to stderr, prefixed with ``rudp:``.
 """
@@ -36,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rudp import psk as psk_files
 from rudp.apps import filetransfer
 from rudp.errors import ConnectionFailed, RudpError
 from rudp.errors import Timeout as RudpTimeout
@@ -125,6 +129,13 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="any rudp Config field, e.g. -o max_datagram_size=1200 (repeatable)",
     )
+    parser.add_argument(
+        "--psk-file",
+        type=Path,
+        metavar="KEYFILE",
+        help="pre-shared key (from 'rudp genpsk') both sides hold: peers without it cannot "
+        f"connect, and every datagram is encrypted (default ${psk_files.PSK_FILE_ENV})",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -137,6 +148,12 @@ def _connection_options(args: argparse.Namespace) -> dict[str, Any]:
     options = dict(args.option)
     if args.peer_timeout is not None:
         options["peer_timeout"] = args.peer_timeout
+    key_file = args.psk_file or os.environ.get(psk_files.PSK_FILE_ENV) or None
+    if key_file is not None:
+        try:
+            options["psk"] = psk_files.load_psk(key_file)
+        except psk_files.PskFileError as exc:
+            raise UsageError(str(exc)) from exc
     return options
 
 
@@ -226,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up if the handshake does not finish in time (default 10s)",
     )
     _add_connection_options(send)
+
+    genpsk = sub.add_parser(
+        "genpsk",
+        help="make a pre-shared key file",
+        description="Write a new random 32-byte key to KEYFILE (mode 0600; never replaced).",
+    )
+    genpsk.add_argument("key_file", type=Path, metavar="KEYFILE")
 
     proxy = sub.add_parser(
         "proxy",
@@ -417,6 +441,7 @@ def _cmd_recv(args: argparse.Namespace) -> int:
     except UsageError as exc:
         _say(str(exc))
         return EXIT_USAGE
+    args.keyed = "psk" in options  # for _serve's notice
     try:
         listener = rudp.listen(args.listen, **options)
     except (RudpError, OSError, TypeError, ValueError) as exc:
@@ -502,10 +527,12 @@ def _serve(
 ) -> int:
     """``rudp recv``'s work once it listens (in ``_serve_until_interrupted``'s worker)."""
     _say(f"listening on {format_address(listener.address)}, saving to {output}")
-    if not _is_loopback(listener.address[0]):
+    if args.keyed:
+        _say("only senders holding the pre-shared key can connect")
+    elif not _is_loopback(listener.address[0]):
         _say(
-            "warning: reachable from other hosts, and rudp does not authenticate peers: "
-            "anyone who can reach this port can store files here"
+            "warning: reachable from other hosts without --psk-file: anyone who can "
+            "reach this port can store files here"
         )
     for path in stale:
         _say(f"removed the stale partial file {path.name}")
@@ -525,6 +552,16 @@ def _serve(
     except RudpTimeout:
         _say("timed out waiting for a file" if args.once else "timed out")
         return EXIT_FAILED if args.once else EXIT_OK
+    return EXIT_OK
+
+
+def _cmd_genpsk(args: argparse.Namespace) -> int:
+    try:
+        psk_files.write_psk_file(args.key_file)
+    except OSError as exc:
+        _say(f"cannot write {args.key_file}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    _say(f"wrote a new pre-shared key to {args.key_file}; give both sides --psk-file")
     return EXIT_OK
 
 
@@ -595,9 +632,10 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rudp`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    command = {"send": _cmd_send, "recv": _cmd_recv, "proxy": _cmd_proxy}[args.command]
-    if args.command == "proxy":
-        return command(args)  # handles its own signals: a stop is a clean exit
+    commands = {"send": _cmd_send, "recv": _cmd_recv, "proxy": _cmd_proxy, "genpsk": _cmd_genpsk}
+    command = commands[args.command]
+    if args.command in ("proxy", "genpsk"):
+        return command(args)  # proxy handles its own signals: a stop is a clean exit
     try:
         with _sigterm_as_interrupt():
             return command(args)

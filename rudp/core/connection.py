@@ -36,6 +36,7 @@ from rudp.core.receiver import (
     Receiver,
 )
 from rudp.core.recovery import PING
+from rudp.core.secure_handshake import SecureHandshake
 from rudp.core.sender import GIVE_UP, Sender
 from rudp.core.state import (
     CLOSE_DONE,
@@ -57,6 +58,12 @@ __all__ = ["MAX_UNVERIFIED_SYN_ACK_RETRANSMITS", "ConnectionState", "SansIOConne
 
 _S = ConnectionState
 _SYN, _STATELESS_RESET = PacketType.SYN, PacketType.STATELESS_RESET
+_SEALED = int(Flags.SEALED)
+_CLEAR_TYPES = frozenset((PacketType.SYN, PacketType.SYN_ACK, PacketType.RETRY, _STATELESS_RESET))
+"""Never sealed (section 3.7): the handshake, which carries Noise's own messages, and
+the packets of a peer without keys (a RETRY is stateless, a stateless reset's token
+travelled sealed in the handshake)."""
+_CLEAR_CODES = frozenset(int(ptype) for ptype in (PacketType.SYN, PacketType.SYN_ACK))
 _Reader = Callable[["SansIOConnection", wire.Packet, float], object]  # the result is ignored
 
 
@@ -106,6 +113,9 @@ class SansIOConnection:
         self._events: deque[Event] = deque()
         self._sender = Sender(self.config, initial_sequence + 1, self._events)
         self._receiver = Receiver(self.config, self._events)
+        psk = self.config.psk
+        self._secure = None if psk is None else SecureHandshake(psk, is_client=is_client, rng=rng)
+        self._unauthenticated = 0
         self._opening = Opening(
             self.config,
             is_client=is_client,
@@ -116,6 +126,7 @@ class SansIOConnection:
             sender=self._sender,
             receiver=self._receiver,
             events=self._events,
+            secure=self._secure,
         )
         self._timers = Timers(self.config, self._sm, self._sender)
         self._closing = Closing(
@@ -206,7 +217,18 @@ class SansIOConnection:
             resets_rejected=self._closing.resets_rejected,
             challenge_acks_sent=self._closing.challenge_acks_sent,
             datagrams_oversize=self._oversize,
+            **self._authentication_counts(),
         )
+
+    def _authentication_counts(self) -> dict[str, int]:
+        """``Stats``' two counters of the pre-shared-key mode (section 3.7)."""
+        secure, protection = self._secure, self._opening.protection
+        failures = self._unauthenticated + (secure.failures if secure is not None else 0)
+        replays = 0
+        if protection is not None:
+            failures += protection.failures
+            replays = protection.replays
+        return {"datagrams_unauthenticated": failures, "replays_dropped": replays}
 
     def attach_budget(self, budget: Budget) -> None:
         """Share the receive bytes of an endpoint (``Config.max_buffered_bytes``)."""
@@ -329,6 +351,22 @@ class SansIOConnection:
         if cid != self.local_connection_id and ptype is not _SYN and ptype is not _STATELESS_RESET:
             # Section 6.1-4: not for us (a SYN carries 0 instead, and a stateless reset,
             # section 6.6.1, the id the peer issued).
+            self._dropped += 1
+            return
+        if self._secure is not None:
+            if ptype not in _CLEAR_TYPES:
+                protection = self._opening.protection
+                opened = None
+                if protection is not None and packet.flags & _SEALED:
+                    opened = protection.open(packet)  # counts its own failures and replays
+                else:
+                    self._unauthenticated += 1  # section 3.7-2: nothing unsealed is taken
+                if opened is None:
+                    self._dropped += 1
+                    return
+                packet = opened
+        elif packet.flags & _SEALED:
+            self._unauthenticated += 1  # section 3.7-4: sealed, and we have no key
             self._dropped += 1
             return
         self._READERS[ptype](self, packet, now)
@@ -522,6 +560,8 @@ class SansIOConnection:
         if state in TERMINAL:
             closing = self._closing
             final, closing.final = closing.final, []
+            if self._secure is not None and final:
+                final = self._seal(final)
             self._count_sent(final)
             return final
         out: list[bytes] = []
@@ -531,8 +571,23 @@ class SansIOConnection:
             self._send_data(now, out)
             if self._path.has_output:
                 self._path.flush(now, out, self._path_packet)
+        if self._secure is not None and out:
+            out = self._seal(out)
         self._count_sent(out)
         return out
+
+    def _seal(self, out: list[bytes]) -> list[bytes]:
+        """Section 3.7: every datagram but SYN and SYN_ACK goes out sealed.  Without keys
+        yet (a client aborting before the SYN_ACK) there is nothing the peer would take."""
+        protection = self._opening.protection
+        latest = self._sender.recovery.next_pn - 1
+        sealed: list[bytes] = []
+        for datagram in out:
+            if wire.peek_type(datagram) in _CLEAR_CODES:
+                sealed.append(datagram)
+            elif protection is not None:
+                sealed.append(protection.seal(datagram, latest))
+        return sealed
 
     def _send_data(self, now: float, out: list[bytes]) -> None:
         sender = self._sender

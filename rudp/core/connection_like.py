@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from rudp.config import Config
+from rudp.core.state import ConnectionState
 from rudp.core.wire import Handshake, Packet
 from rudp.events import Event
 
@@ -20,6 +21,9 @@ __all__ = ["ConnectionFactory", "ConnectionLike", "default_factory"]
 
 class ConnectionLike(Protocol):
     """The part of ``SansIOConnection`` the endpoint uses (see ARCHITECTURE.md)."""
+
+    @property
+    def state(self) -> ConnectionState: ...
 
     @property
     def local_connection_id(self) -> int | None: ...

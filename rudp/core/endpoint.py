@@ -130,6 +130,7 @@ from rudp.core.endpoint_stats import EndpointStats
 from rudp.core.migration import follow_peer, limit_output
 from rudp.core.receiver import Budget
 from rudp.core.retry import DEFAULT_RETRY_THRESHOLD, REFUSED, VALIDATED, AddressBudget, RetryGate
+from rudp.core.state import ConnectionState
 from rudp.core.stateless_reset import DEFAULT_RESET_BURST, DEFAULT_RESET_RATE, StatelessResets
 from rudp.core.tokens import STATIC_KEY_SIZE
 from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake
@@ -314,6 +315,12 @@ class Endpoint:
                 return
             # The core gets the block decoded here: a SYN's handshake is decoded once.
             assoc.connection.receive_packet(packet, now, handshake)
+            if assoc.connection.state is ConnectionState.LISTEN:
+                # The core refused the SYN that made it (with a key: its Noise message did
+                # not authenticate, section 6.8-1): no state is kept for it.
+                self.stats.syn_unauthenticated += 1
+                self._unroute(assoc)
+                return
         elif ptype is _STATELESS_RESET:
             found = self._resets.route(packet.connection_id)  # it names our *peer's* id
             if found is None:

@@ -56,6 +56,9 @@ class EndpointStats:
     syn_refused_limit: int = 0
     """SYN refused because the endpoint holds ``Config.max_connections`` connections or
     its receivers' shared ``max_buffered_bytes`` is used up (answered with a RESET)."""
+    syn_unauthenticated: int = 0
+    """SYNs the new connection refused at once (with ``Config.psk``: a Noise message that
+    did not authenticate, section 6.8-1): no state is kept for them."""
     half_open_evicted: int = 0
     """Handshaking connections aborted to make room for a new SYN (``retry="never"`` only)."""
     retries_sent: int = 0

@@ -18,7 +18,9 @@ from typing import Final
 
 from rudp.config import Config
 from rudp.core import wire
+from rudp.core.protection import PacketProtection
 from rudp.core.receiver import Receiver
+from rudp.core.secure_handshake import SecureHandshake
 from rudp.core.sender import Sender
 from rudp.core.state import ConnectionState, Input, StateMachine
 from rudp.core.wire import Handshake, Packet, PacketType
@@ -40,14 +42,6 @@ OPENED: Final = 2
 """Result: the handshake finished; ``Connected`` was queued."""
 
 
-def _block(packet: Packet) -> Handshake | None:
-    """The handshake block a SYN or SYN_ACK carries, or None if it does not parse."""
-    try:
-        return wire.decode_handshake(packet.payload)
-    except BadPacket:
-        return None
-
-
 class Opening:
     """One connection's handshake: the peer it learns, and our SYN or SYN_ACK."""
 
@@ -63,8 +57,12 @@ class Opening:
         sender: Sender,
         receiver: Receiver,
         events: deque[Event],
+        secure: SecureHandshake | None = None,
     ) -> None:
         self._config = config
+        self._secure = secure
+        # With a key, every datagram after the handshake carries a tag (section 3.7).
+        self._overhead = wire.OVERHEAD + (wire.AEAD_TAG_SIZE if secure is not None else 0)
         self._is_client = is_client
         self._local_id = local_connection_id
         self.reset_token = reset_token
@@ -84,6 +82,8 @@ class Opening:
         """The effective datagram size: ours, then the smaller of ours and the peer's."""
         self.sack_limit = self._sack_limit(self.max_datagram)
         """SACK blocks that fit in one ACK of ``max_datagram`` bytes."""
+        if secure is not None:
+            self._set_payload_size(self.max_datagram)
         self.deadline: float | None = None
         """When our SYN / SYN_ACK is retransmitted (None: not armed)."""
         self.due = False
@@ -97,9 +97,32 @@ class Opening:
         self.retry_token: bytes | None = None
         """Client: the token of the server's RETRY, echoed by every later SYN (section 6.2.1)."""
 
-    @staticmethod
-    def _sack_limit(size: int) -> int:
-        return min(wire.MAX_SACK_BLOCKS, (size - wire.OVERHEAD) // wire.SACK_SIZE)
+    def _sack_limit(self, size: int) -> int:
+        return min(wire.MAX_SACK_BLOCKS, (size - self._overhead) // wire.SACK_SIZE)
+
+    def _set_payload_size(self, size: int) -> None:
+        payload = size - self._overhead
+        self._sender.set_max_payload(payload)
+        self._receiver.set_payload_size(payload)  # the window's unit (11.1)
+
+    @property
+    def protection(self) -> PacketProtection | None:
+        """The transport keys once a pre-shared-key handshake gave them (section 6.8)."""
+        return self._secure.protection if self._secure is not None else None
+
+    def _block(self, packet: Packet) -> Handshake | None:
+        """The handshake block a SYN or SYN_ACK carries, or None if it does not parse or,
+        with a key, does not authenticate (section 6.8)."""
+        try:
+            clear = wire.decode_handshake(packet.payload)
+        except BadPacket:
+            return None
+        noise = wire.noise_message(packet.payload)
+        if self._secure is None:
+            return clear if noise is None else None  # section 6.8-2: keyed peer, no key here
+        if noise is None:
+            return None  # section 6.8-1: no Noise message, no handshake
+        return self._secure.read(noise, clear, packet.seq)
 
     def start(self, now: float) -> None:
         """Our SYN / SYN_ACK is due now, and again after one RTO unless answered."""
@@ -113,7 +136,13 @@ class Opening:
 
         ``handshake`` is the SYN's block if an endpoint already decoded it (for routing).
         """
-        if handshake is None and (handshake := _block(packet)) is None:
+        # With a key, or a Noise message, the endpoint's decoding of the clear block is
+        # not enough: the handshake must authenticate (or, unkeyed, be refused).
+        if (
+            handshake is None
+            or self._secure is not None
+            or wire.noise_message(packet.payload) is not None
+        ) and (handshake := self._block(packet)) is None:
             return REJECTED
         if packet.connection_id != 0 or handshake.source_connection_id == 0:
             return REJECTED  # section 6.1: a SYN carries 0, and its sender's id is never 0
@@ -138,7 +167,7 @@ class Opening:
 
     def on_syn_ack(self, packet: Packet, now: float) -> int:
         """A SYN_ACK: the client's handshake ends, or (ESTABLISHED) it is acknowledged again."""
-        if (handshake := _block(packet)) is None:
+        if (handshake := self._block(packet)) is None:
             return REJECTED
         if self._sm.state is not ConnectionState.SYN_SENT:
             if not self._sm.apply(Input.RECV_SYN_ACK):
@@ -201,9 +230,8 @@ class Opening:
         size = min(self.max_datagram, handshake.max_datagram_size)
         self.max_datagram = size
         self.sack_limit = self._sack_limit(size)
+        self._set_payload_size(size)
         sender = self._sender
-        sender.set_max_payload(size - wire.OVERHEAD)
-        self._receiver.set_payload_size(size - wire.OVERHEAD)  # the window's unit (11.1)
         sender.peer_window = packet.window
         sender.peer_edge = sender.snd_una + packet.window
         self._receiver.start(packet.seq + 1)
@@ -238,11 +266,17 @@ class Opening:
             ptype, ack = PacketType.SYN_ACK, self._receiver.rcv_next
         else:
             return None
+        ours = Handshake(self._local_id, self._config.max_datagram_size, self.reset_token)
+        secure = self._secure
+        # Section 6.8: with a key the reset token travels sealed only; the clear block
+        # carries zeros in its place.
         block = wire.encode_handshake(
-            Handshake(self._local_id, self._config.max_datagram_size, self.reset_token)
+            ours if secure is None else ours._replace(reset_token=wire.NO_RESET_TOKEN)
         )
         if ptype is PacketType.SYN and self.retry_token is not None:
             block += self.retry_token  # section 6.2.1: the SYN echoes the RETRY's token
+        if secure is not None:
+            block += secure.write(ours, self._isn)
         remote = self.remote_connection_id or 0
         receiver = self._receiver
         # A SYN acknowledges nothing; a SYN_ACK echoes the SYN's packet number.

@@ -95,6 +95,14 @@ class Stats:
     challenge_acks_sent: int
     """Immediate ACKs sent in answer to an in-window but inexact RESET (RFC 5961 section
     3.2), at most one per ``rudp.core.closing.CHALLENGE_ACK_INTERVAL``."""
+    # --- authenticated encryption (Config.psk; specs/protocol.md section 3.7) ------
+    datagrams_unauthenticated: int = 0
+    """Datagrams dropped because they did not authenticate: a sealed packet whose tag did
+    not verify, an unsealed one where a key is in use, a handshake message that did not
+    open; also counted in ``datagrams_dropped``."""
+    replays_dropped: int = 0
+    """Sealed datagrams dropped by the replay window (section 3.7-3); also counted in
+    ``datagrams_dropped``."""
 
 
 def snapshot(
@@ -110,6 +118,8 @@ def snapshot(
     resets_rejected: int,
     challenge_acks_sent: int,
     datagrams_oversize: int = 0,
+    datagrams_unauthenticated: int = 0,
+    replays_dropped: int = 0,
 ) -> Stats:
     """The ``Stats`` of a connection: its own datagram counters and its halves' state."""
     rtt = sender.rtt
@@ -148,4 +158,6 @@ def snapshot(
         send_queue_bytes=sender.queued_bytes,
         resets_rejected=resets_rejected,
         challenge_acks_sent=challenge_acks_sent,
+        datagrams_unauthenticated=datagrams_unauthenticated,
+        replays_dropped=replays_dropped,
     )

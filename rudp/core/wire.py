@@ -47,12 +47,14 @@ from rudp.core.seqnum import expand_seq as expand_seq
 from rudp.core.seqnum import wire_seq as wire_seq
 from rudp.errors import BadPacket
 
-VERSION = 4
+VERSION = 5
 """The only version this implementation speaks (specs/protocol.md section 15).  Version 2
 added the packet number, the echo of the largest one received and the ack delay; version 3
 the stateless-reset token in the handshake block, the token in RESET, the compact
 STATELESS_RESET datagram and the path-validation packets; version 4 the RETRY packet and
-the retry token a SYN may carry after its handshake block (stateless address validation)."""
+the retry token a SYN may carry after its handshake block (stateless address validation);
+version 5 the SEALED flag and the Noise message a handshake carries with a pre-shared key
+(authenticated encryption, section 3.7)."""
 
 
 class PacketType(enum.IntEnum):
@@ -91,12 +93,13 @@ class Flags(enum.IntFlag):
     ACK_NOW = 0x01
     """The sender asks for an immediate acknowledgement (set on retransmissions
     and probes so a delayed ack does not hold up loss recovery)."""
+    SEALED = 0x02
+    """The payload is AEAD ciphertext and tag, the header its associated data (section
+    3.7, ``rudp.core.wire_sealed``).  Never set on SYN, SYN_ACK or RETRY."""
 
 
-KNOWN_FLAGS = int(Flags.ACK_NOW)
-"""Bits a sender may set.  The rest are reserved (for an authenticated-encryption mode,
-among others; the stateless-cookie handshake became the RETRY packet of version 4); a
-receiver rejects a datagram that sets any of them."""
+KNOWN_FLAGS = int(Flags.ACK_NOW | Flags.SEALED)
+"""Bits a sender may set.  A receiver rejects a datagram that sets any other."""
 
 SEQ_MASK = SEQ_MODULUS - 1
 """``seq & SEQ_MASK``: the 32 bits of a full sequence number that go on the wire."""
@@ -165,6 +168,16 @@ RETRY_TOKEN = cs.Struct(
 SYN_WITH_TOKEN = cs.Struct("handshake" / HANDSHAKE, "token" / RETRY_TOKEN)
 """The payload of a SYN answering a RETRY: the handshake block, then the retry token."""
 
+AEAD_TAG_SIZE = 16
+"""Bytes of a ChaCha20-Poly1305 tag: what sealing adds to a payload (section 3.7)."""
+NOISE_MESSAGE = cs.Struct(
+    "ephemeral" / cs.Bytes(32),  # the sender's X25519 ephemeral public key
+    # Sealed: the sender's real handshake block (its reset token) and its ISN, then the tag.
+    "sealed" / cs.Bytes(HANDSHAKE.sizeof() + 4 + AEAD_TAG_SIZE),
+)
+"""What a SYN or SYN_ACK carries last with a pre-shared key: one Noise NNpsk0 handshake
+message (section 6.8)."""
+
 STATELESS_RESET = cs.Struct(
     "version" / cs.Int8ub,
     "type" / cs.Const(int(PacketType.STATELESS_RESET), cs.Int8ub),
@@ -219,6 +232,14 @@ RETRY_TOKEN_SIZE = RETRY_TOKEN_STRUCT.size
 """Bytes of a retry token (20): the payload of RETRY."""
 SYN_WITH_TOKEN_SIZE = HANDSHAKE_SIZE + RETRY_TOKEN_SIZE
 """Payload length of a SYN that echoes a retry token (46)."""
+NOISE_MESSAGE_SIZE = NOISE_MESSAGE.sizeof()
+"""Bytes of the Noise message a handshake carries last with a pre-shared key (78)."""
+_SYN_SIZES = frozenset(
+    size + noise
+    for size in (HANDSHAKE_SIZE, SYN_WITH_TOKEN_SIZE)
+    for noise in (0, NOISE_MESSAGE_SIZE)
+)
+_SYN_ACK_SIZES = frozenset((HANDSHAKE_SIZE, HANDSHAKE_SIZE + NOISE_MESSAGE_SIZE))
 _CHECKSUM_STRUCT = struct.Struct(">I")
 CHECKSUM_SIZE = _CHECKSUM_STRUCT.size
 OVERHEAD = HEADER_SIZE + CHECKSUM_SIZE
@@ -228,19 +249,17 @@ STATELESS_RESET_SIZE = _STATELESS_RESET_STRUCT.size + CHECKSUM_SIZE
 """Length of a stateless-reset datagram (32): below ``OVERHEAD``, the smallest other one."""
 
 _TYPES: dict[int, PacketType] = {int(t): t for t in PacketType}
-_HANDSHAKE_TYPES = (PacketType.SYN, PacketType.SYN_ACK)
 _PAYLOAD_RULED = frozenset(PacketType) - {PacketType.DATA}
 """Types whose payload ``check_semantics`` rules on (DATA may carry anything)."""
 _PAYLOAD_SIZES: dict[PacketType, int] = {
-    PacketType.SYN: HANDSHAKE_SIZE,
-    PacketType.SYN_ACK: HANDSHAKE_SIZE,
     PacketType.RESET: RESET_TOKEN_SIZE,
     PacketType.PATH_CHALLENGE: PATH_DATA_SIZE,
     PacketType.PATH_RESPONSE: PATH_DATA_SIZE,
     PacketType.RETRY: RETRY_TOKEN_SIZE,
 }
-"""The exact payload length of each type that has one (the others carry none); a SYN may
-also carry ``SYN_WITH_TOKEN_SIZE`` bytes (its block and a retry token)."""
+"""The exact payload length of each type but SYN and SYN_ACK that has one (the others
+carry none).  A handshake carries its block, a SYN perhaps a retry token, and either
+perhaps a Noise message (``_SYN_SIZES``, ``_SYN_ACK_SIZES``)."""
 _MAX_U16 = 0xFFFF
 _MAX_U32 = 0xFFFFFFFF
 ACK_DELAY_UNIT = 8e-6
@@ -250,6 +269,8 @@ _MAX_U64 = (1 << 64) - 1
 # Plain int: ``flags & Flags.ACK_NOW`` builds a new IntFlag (measured 0.56 us, a tenth of
 # a whole packet's cost in the core packet-rate benchmark).
 _ACK_NOW_BIT = int(Flags.ACK_NOW)
+_SEALED_BIT = int(Flags.SEALED)
+_NEVER_SEALED = frozenset((PacketType.SYN, PacketType.SYN_ACK, PacketType.RETRY))
 
 
 class Packet(NamedTuple):
@@ -311,18 +332,30 @@ _SACK_EDGES = [
 
 
 def check_semantics(packet: Packet) -> None:
-    """Checks that do not depend on connection state (specs/protocol.md section 3.3)."""
+    """Checks that do not depend on connection state (specs/protocol.md section 3.3).
+
+    A sealed packet's payload is ciphertext: its length is ruled on once it is opened."""
     ptype = packet.type
-    if ptype is PacketType.DATA:
-        return  # any payload, any fragment count
     if ptype is PacketType.STATELESS_RESET:
         raise BadPacket("a stateless reset has a datagram format of its own")
+    if packet.flags & _SEALED_BIT:
+        if ptype in _NEVER_SEALED:
+            raise BadPacket(f"{ptype.name} is never sealed")
+        if len(packet.payload) < AEAD_TAG_SIZE:
+            raise BadPacket("sealed payload shorter than its tag")
+        return
+    if ptype is PacketType.DATA:
+        return  # any payload, any fragment count
     if packet.fragments_left:
         raise BadPacket(f"{ptype.name} carries fragment information")
     size = len(packet.payload)
-    if size != _PAYLOAD_SIZES.get(ptype, 0) and not (
-        ptype is PacketType.SYN and size == SYN_WITH_TOKEN_SIZE
-    ):
+    if ptype is PacketType.SYN:
+        if size not in _SYN_SIZES:
+            raise BadPacket("SYN payload has the wrong length")
+    elif ptype is PacketType.SYN_ACK:
+        if size not in _SYN_ACK_SIZES:
+            raise BadPacket("SYN_ACK payload has the wrong length")
+    elif size != _PAYLOAD_SIZES.get(ptype, 0):
         raise BadPacket(f"{ptype.name} payload has the wrong length")
 
 
@@ -584,7 +617,7 @@ def decode(data: bytes) -> Packet:
             ack_delay,
         ),
     )
-    if packet_type in _PAYLOAD_RULED:
+    if packet_type in _PAYLOAD_RULED or flags & _SEALED_BIT:
         check_semantics(packet)
     return packet
 
@@ -596,8 +629,9 @@ def encode_handshake(handshake: Handshake) -> bytes:
 
 def decode_handshake(payload: bytes) -> Handshake:
     """Parse a SYN / SYN_ACK payload (already length-checked by ``decode``): the handshake
-    block, which a SYN's retry token may follow (``syn_token``)."""
-    if len(payload) not in (HANDSHAKE_SIZE, SYN_WITH_TOKEN_SIZE):
+    block, which a SYN's retry token (``syn_token``) and a Noise message (``noise_message``)
+    may follow."""
+    if len(payload) not in _SYN_SIZES:
         raise BadPacket("handshake payload has the wrong length")
     source_connection_id, max_datagram_size, reset_token = HANDSHAKE_STRUCT.unpack_from(payload)
     if max_datagram_size < MIN_DATAGRAM_SIZE:  # section 6.1-6
@@ -607,9 +641,16 @@ def decode_handshake(payload: bytes) -> Handshake:
 
 def syn_token(payload: bytes) -> bytes | None:
     """The retry token a SYN's payload carries after its handshake block, or None."""
-    if len(payload) != SYN_WITH_TOKEN_SIZE:
+    if len(payload) not in (SYN_WITH_TOKEN_SIZE, SYN_WITH_TOKEN_SIZE + NOISE_MESSAGE_SIZE):
         return None
-    return bytes(payload[HANDSHAKE_SIZE:])
+    return bytes(payload[HANDSHAKE_SIZE:SYN_WITH_TOKEN_SIZE])
+
+
+def noise_message(payload: bytes) -> bytes | None:
+    """The Noise message a SYN or SYN_ACK payload carries last (section 6.8), or None."""
+    if len(payload) - NOISE_MESSAGE_SIZE not in (HANDSHAKE_SIZE, SYN_WITH_TOKEN_SIZE):
+        return None
+    return bytes(payload[-NOISE_MESSAGE_SIZE:])
 
 
 def encode_retry(client_id: int, syn: Packet, token: bytes) -> bytes:

@@ -1,0 +1,95 @@
+"""The pre-shared-key handshake (specs/protocol.md section 6.8): Noise NNpsk0.
+
+With ``Config.psk`` both sides run the Noise pattern NNpsk0 (``-> psk, e`` then
+``<- e, ee``; ``rudp.core.noise``) inside the SYN and the SYN_ACK.  The PSK authenticates
+both messages, the ephemeral-ephemeral X25519 exchange gives every connection fresh keys
+that a later theft of the PSK does not reveal (forward secrecy), and Noise's ``Split``
+gives one key per direction for ``rudp.core.protection``.  WireGuard builds on a Noise
+pattern in the same way; NNpsk0 needs no static keys, only the shared secret.
+
+Each message's sealed payload is its sender's real handshake block (with the reset token,
+which the clear block carries as zeros) and its initial sequence number.  The receiver
+takes the handshake only if they agree with the clear block and the header, so nothing the
+handshake decides is left unauthenticated.  A retransmitted SYN or SYN_ACK carries the
+same message: the first one is computed once and kept, and the peer's is recognised.
+"""
+
+from __future__ import annotations
+
+import random
+
+from rudp.core import wire
+from rudp.core.noise import KEY_SIZE, HandshakeState
+from rudp.core.protection import PacketProtection
+from rudp.core.wire import Handshake
+from rudp.errors import BadPacket
+
+PROLOGUE = b"rudp/%d Noise_NNpsk0" % wire.VERSION
+"""Bound into the Noise transcript: a peer of another wire version cannot complete."""
+_ISN_SIZE = 4
+
+
+class SecureHandshake:
+    """One connection's Noise NNpsk0 handshake: our message, the peer's, the keys."""
+
+    def __init__(self, psk: bytes, *, is_client: bool, rng: random.Random) -> None:
+        self._state = HandshakeState(
+            initiator=is_client,
+            psk=psk,
+            ephemeral_private=rng.getrandbits(8 * KEY_SIZE).to_bytes(KEY_SIZE, "big"),
+            prologue=PROLOGUE,
+        )
+        self._is_client = is_client
+        self.message: bytes | None = None
+        """Our Noise message, once written (every retransmission carries it again)."""
+        self._peer_message: bytes | None = None
+        self._peer_block: Handshake | None = None
+        self.protection: PacketProtection | None = None
+        """The transport keys, once the handshake is complete on our side."""
+        self.failures = 0
+        """Handshake messages that did not authenticate (or disagreed with their clear
+        fields, or differed from the message already read)."""
+
+    def write(self, block: Handshake, isn: int) -> bytes:
+        """Our message (computed the first time): it seals ``block`` and ``isn``."""
+        if self.message is None:
+            payload = wire.encode_handshake(block) + isn.to_bytes(_ISN_SIZE, "big")
+            self.message = self._state.write_message(payload)
+            self._split_if_finished()
+        return self.message
+
+    def read(self, message: bytes, clear: Handshake, isn: int) -> Handshake | None:
+        """The peer's authenticated handshake block, or None if ``message`` does not
+        authenticate or disagrees with the clear ``block`` or the header's ``isn``.  A
+        retransmission of the message already read gives the same block again."""
+        if self._peer_message is not None:
+            if message == self._peer_message:
+                return self._peer_block
+            self.failures += 1  # section 6.8-3: one message per connection
+            return None
+        try:
+            payload = self._state.read_message(message)
+            block = wire.decode_handshake(payload[: wire.HANDSHAKE_SIZE])
+        except BadPacket:
+            self.failures += 1
+            return None
+        sealed_isn = int.from_bytes(payload[wire.HANDSHAKE_SIZE :], "big")
+        if (
+            sealed_isn != isn
+            or block.source_connection_id != clear.source_connection_id
+            or block.max_datagram_size != clear.max_datagram_size
+        ):
+            self.failures += 1  # the clear fields were changed on the way (a forgery)
+            return None
+        self._peer_message = message
+        self._peer_block = block
+        self._split_if_finished()
+        return block
+
+    def _split_if_finished(self) -> None:
+        if self._state.finished and self.protection is None:
+            initiator_to_responder, responder_to_initiator = self._state.split()
+            if self._is_client:
+                self.protection = PacketProtection(initiator_to_responder, responder_to_initiator)
+            else:
+                self.protection = PacketProtection(responder_to_initiator, initiator_to_responder)
