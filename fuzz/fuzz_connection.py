@@ -2,8 +2,9 @@
 
 The input picks a state (``scenarios.CONNECTION_STATES`` then ``ENDPOINT_STATES``: a fresh
 server, a client that sent its SYN, established and mid-transfer connections on both
-sides, a closing client, a fresh and an established accepting ``Endpoint``) and is then
-split into datagrams, each preceded by a control byte and a length::
+sides, a closing client, keyed (``Config.psk``) server and client states, a fresh and an
+established accepting ``Endpoint``) and is then split into datagrams, each preceded by a
+control byte and a length::
 
     byte 0          state index (modulo the number of states)
     then, repeated: control (1 byte)  length (2 bytes, big-endian)  datagram (length bytes)

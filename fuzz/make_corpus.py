@@ -66,9 +66,16 @@ def main(out: Path) -> None:
     from_server = [d for side, d in transfer if side == "server"]
     endpoint_client = [d for side, d in endpoint if side == "client"]
     endpoint_server = [d for side, d in endpoint if side == "server"]
+    keyed = scenarios.recorded_transfer(scenarios.KEYED_CONFIG)
+    for _side, datagram in keyed:
+        counts["wire"] += write(out / "wire", datagram)
+    keyed_client = [d for side, d in keyed if side == "client"]
+    keyed_server = [d for side, d in keyed if side == "server"]
     for index, name in enumerate(STATES):
         if name in scenarios.ENDPOINT_STATES:
             feeds = [(endpoint_client, (0, 8)), (from_client, (0,)), (endpoint_server, (0,))]
+        elif name.startswith("keyed"):  # sealed datagrams, replayed and reordered
+            feeds = [(keyed_client if name.endswith("server") else keyed_server, (0, 4))]
         elif name.endswith("server"):
             feeds = [(from_client, (0,)), (endpoint_client, (0,))]
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rudp.config import Config
 from rudp.core import wire
@@ -32,6 +32,10 @@ CONFIG = Config(
     peer_timeout=20.0,
 )
 """Small windows and messages: the bounds the harness asserts are reachable."""
+KEYED_CONFIG = replace(CONFIG, psk=bytes(range(32)))
+"""The same with a pre-shared key: sealed datagrams, the replay window, Noise handshakes
+(specs/protocol.md sections 3.7 and 6.8).  Seeded as the rest, so a rebuilt keyed state
+has the keys of the recorded keyed conversation and its datagrams authenticate."""
 
 CLIENT_ADDRESS = ("192.0.2.1", 4000)
 OTHER_ADDRESS = ("198.51.100.7", 5000)
@@ -41,8 +45,8 @@ OTHER_ADDRESS = ("198.51.100.7", 5000)
 # --- bare connections -------------------------------------------------------------
 
 
-def _pair() -> ConnectionPair:
-    return ConnectionPair(CONFIG, seed=SEED)
+def _pair(config: Config = CONFIG) -> ConnectionPair:
+    return ConnectionPair(config, seed=SEED)
 
 
 def fresh_server() -> SansIOConnection:
@@ -56,8 +60,8 @@ def syn_sent_client() -> SansIOConnection:
     return client
 
 
-def _established() -> ConnectionPair:
-    pair = _pair()
+def _established(config: Config = CONFIG) -> ConnectionPair:
+    pair = _pair(config)
     pair.handshake()
     return pair
 
@@ -70,7 +74,7 @@ def established_client() -> SansIOConnection:
     return _established().client
 
 
-def _mid_transfer() -> ConnectionPair:
+def _mid_transfer(config: Config = CONFIG) -> ConnectionPair:
     """Both sides sent multi-fragment messages; every third datagram was lost."""
     count = [0]
 
@@ -78,7 +82,7 @@ def _mid_transfer() -> ConnectionPair:
         count[0] += 1
         return count[0] % 3 == 0
 
-    pair = ConnectionPair(CONFIG, seed=SEED, drop=drop)
+    pair = ConnectionPair(config, seed=SEED, drop=drop)
     pair.handshake()
     for i in range(4):
         pair.client.send(bytes([i]) * 4000)  # four fragments
@@ -103,6 +107,18 @@ def closing_client() -> SansIOConnection:
     return pair.client
 
 
+def keyed_fresh_server() -> SansIOConnection:
+    return make_pair(KEYED_CONFIG, seed=SEED)[1]
+
+
+def keyed_established_server() -> SansIOConnection:
+    return _established(KEYED_CONFIG).server
+
+
+def keyed_mid_transfer_client() -> SansIOConnection:
+    return _mid_transfer(KEYED_CONFIG).client
+
+
 CONNECTION_STATES: dict[str, Callable[[], SansIOConnection]] = {
     "fresh_server": fresh_server,
     "syn_sent_client": syn_sent_client,
@@ -111,6 +127,9 @@ CONNECTION_STATES: dict[str, Callable[[], SansIOConnection]] = {
     "mid_transfer_server": mid_transfer_server,
     "mid_transfer_client": mid_transfer_client,
     "closing_client": closing_client,
+    "keyed_fresh_server": keyed_fresh_server,
+    "keyed_established_server": keyed_established_server,
+    "keyed_mid_transfer_client": keyed_mid_transfer_client,
 }
 
 
@@ -189,11 +208,11 @@ ENDPOINT_STATES: dict[str, Callable[[], EndpointScene]] = {
 # --- recordings for the corpus ------------------------------------------------------
 
 
-def recorded_transfer() -> list[tuple[str, bytes]]:
+def recorded_transfer(config: Config = CONFIG) -> list[tuple[str, bytes]]:
     """Every datagram of a lossy simulated conversation between the ``make_pair(SEED)``
     client and server: handshake, multi-fragment data both ways, acks with SACK blocks,
     keepalive PINGs over an idle spell, and a graceful close (FIN)."""
-    client, server = make_pair(CONFIG, seed=SEED)
+    client, server = make_pair(config, seed=SEED)
     sim = Simulator(client, server, profile_ab=LinkProfile.lossy(0.2), seed=SEED)
     captured: list[tuple[str, bytes]] = []
     for name, link in (("client", sim.link_ab), ("server", sim.link_ba)):

@@ -272,7 +272,13 @@ class Closing:
             if wire.expand_seq(packet.ack, sender.snd_una) != sender.snd_una:
                 self.resets_rejected += 1
                 return False
-            self._reset_by_peer(Input.RECV_RESET, "reset by peer")
+            # RFC 9293 section 3.10.7.3: "connection refused".  A server answers a SYN with a
+            # RESET only when a cap refuses it (section 13.4-5) or it does not accept.
+            self._reset_by_peer(
+                Input.RECV_RESET,
+                "connection refused by peer: it reset the handshake (it is not accepting, "
+                "or it is full: max_connections or max_buffered_bytes)",
+            )
             return True
         receiver = self._receiver
         rcv_next = receiver.rcv_next
