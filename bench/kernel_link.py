@@ -36,8 +36,16 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-PROTOCOLS = ("bbr", "cubic", "aioquic", "rudp")
-LABELS = {"bbr": "TCP BBR", "cubic": "TCP CUBIC", "aioquic": "aioquic", "rudp": "rudp"}
+PROTOCOLS = ("bbr", "cubic", "aioquic", "rudp", "rudp-psk")
+OPTIONAL = "rudp-psk"
+"""A column shown only when measured."""
+LABELS = {
+    "bbr": "TCP BBR",
+    "cubic": "TCP CUBIC",
+    "aioquic": "aioquic",
+    "rudp": "rudp",
+    "rudp-psk": "rudp psk=",  # every datagram sealed (ChaCha20-Poly1305), a Noise handshake
+}
 CHUNK = 256 * 1024
 ETHERNET_FRAME = 1514  # MTU 1500 + Ethernet header: what tbf counts for a full packet
 TOOLS = {"ip": "iproute2", "tc": "iproute2", "iptables": "iptables", "ethtool": "ethtool"}
@@ -171,11 +179,13 @@ def transfer_commands(
     server_host, client_host = hosts(tag)
     me = [sys.executable, str(Path(__file__).resolve()), "_worker"]  # these may hold spaces
     common = f"--host {server_host.address} --port {port} --bytes {size} --timeout {timeout:g}"
-    if proto == "rudp":
+    if proto.startswith("rudp"):
         # The receiver is the real CLI, SHA-256 check, rename and all; it gives up on its own.
+        keyed = f" --psk-file {files['psk']}" if proto == "rudp-psk" else ""
         server = [sys.executable, *sh(f"-m rudp recv --listen {server_host.address}:{port}")]
         server += sh(f"--once --quiet --output {files['outdir']} --timeout {timeout + 10:g}")
-        client = [*me, *sh(f"rudp-send {common} --file {files['payload']}")]
+        server += sh(keyed)
+        client = [*me, *sh(f"rudp-send {common} --file {files['payload']}{keyed}")]
     elif proto == "aioquic":
         server = [*me, *sh(f"quic-server {common} --cert {files['cert']} --key {files['key']}")]
         client = [*me, *sh(f"quic-client {common}")]
@@ -232,14 +242,15 @@ def format_table(cells: dict[float, dict[str, Result]], rate_bps: int) -> str:
     def ratio(a: float | None, b: float | None) -> str:
         return f"{a / b:.2f}" if a is not None and b else "-"
 
-    header = f"{'loss':>5} {'limit':>7}" + "".join(f" {LABELS[p]:>13}" for p in PROTOCOLS)
+    # The keyed column only when it was measured: the four peers' always, "-" if left out.
+    keyed = any(OPTIONAL in row for row in cells.values())
+    shown = [p for p in PROTOCOLS if p != OPTIONAL or keyed]
+    header = f"{'loss':>5} {'limit':>7}" + "".join(f" {LABELS[p]:>13}" for p in shown)
     lines = [header + f" {'rudp/BBR':>9} {'rudp/limit':>10}"]
     lines.append("-" * len(lines[0]))
     for loss, row in cells.items():
         limit = (1 - loss) * rate_bps / 1e6
-        line = f"{loss:>5.0%} {limit:>7.1f}" + "".join(
-            f" {cell(row.get(p)):>13}" for p in PROTOCOLS
-        )
+        line = f"{loss:>5.0%} {limit:>7.1f}" + "".join(f" {cell(row.get(p)):>13}" for p in shown)
         rudp = row["rudp"].mbps if "rudp" in row else None
         bbr = row["bbr"].mbps if "bbr" in row else None
         lines.append(line + f" {ratio(rudp, bbr):>9} {ratio(rudp, limit):>10}")
@@ -359,7 +370,8 @@ def run_transfer(
     server = subprocess.Popen(server_cmd, **pipes)  # type: ignore[call-overload]
     client = None
     try:
-        if not wait_bound(server.pid, hosts(tag)[0].ns, port, udp=proto in ("aioquic", "rudp")):
+        udp = proto == "aioquic" or proto.startswith("rudp")
+        if not wait_bound(server.pid, hosts(tag)[0].ns, port, udp=udp):
             result.note = "server did not start: " + "".join(stop(server, 0))[-300:]
             return result
         client = subprocess.Popen(client_cmd, **pipes)  # type: ignore[call-overload]
@@ -381,7 +393,7 @@ def run_transfer(
         # What reached the rudp receiver: its (partial) file, read before it is stopped.
         result.moved = sum(f.stat().st_size for f in outdir.iterdir())
         served, served_err = stop(server, 10 if result.ok else 0)
-        if proto != "rudp":
+        if not proto.startswith("rudp"):
             result.moved = int(last_json(served).get("received", 0))
         elif result.ok and server.returncode != 0:
             result.ok, result.note = False, "receiver failed: " + served_err.strip()[-300:]
@@ -468,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         from peers import _self_signed_certificate  # the certificate bench/run.py's QUIC uses
 
         files["cert"], files["key"] = _self_signed_certificate(work)
+        from rudp.psk import write_psk_file
+
+        files["psk"] = os.path.join(work, "psk")
+        write_psk_file(files["psk"])
         measure(tag, args, files, record)
     except KeyboardInterrupt:
         say("interrupted: cleaning up, then the table so far")
@@ -620,9 +636,11 @@ def rudp_send(a: argparse.Namespace) -> None:
     # `python -m rudp send` does not expose; the receiver is the unmodified CLI.
     import rudp
     from rudp.apps import filetransfer
+    from rudp.psk import load_psk
 
     t0 = time.perf_counter()
-    conn = rudp.connect((a.host, a.port), timeout=a.timeout)
+    psk = None if a.psk_file is None else load_psk(a.psk_file)
+    conn = rudp.connect((a.host, a.port), timeout=a.timeout, psk=psk)
     t1 = connected()
     filetransfer.send_file(conn, a.file)  # returns only once the receiver verified the digest
     stats = conn.stats
@@ -644,7 +662,7 @@ def worker(argv: list[str]) -> None:
     coroutines = {"quic-client": quic_client, "quic-server": quic_server}
     parser = argparse.ArgumentParser(prog="kernel_link.py _worker")
     parser.add_argument("role", choices=[*roles, *coroutines])
-    for name in ("--host", "--cc", "--file", "--cert", "--key"):
+    for name in ("--host", "--cc", "--file", "--cert", "--key", "--psk-file"):
         parser.add_argument(name)
     for name, kind in (("--port", int), ("--bytes", int), ("--timeout", float)):
         parser.add_argument(name, type=kind, required=True)

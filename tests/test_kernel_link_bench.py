@@ -123,3 +123,12 @@ def test_summary_is_the_median_unless_a_run_failed() -> None:
     assert kl.summarize(runs).mbps == pytest.approx(70.0)
     bad = kl.Result("rudp", 0, 10**7, timed_out=True, moved=5)
     assert kl.summarize([*runs, bad]) is bad
+
+
+def test_table_shows_the_keyed_column_only_when_measured() -> None:
+    cells = {0.2: {"bbr": _ok("bbr", 0.2, 64.0), "rudp": _ok("rudp", 0.2, 72.0)}}
+    assert "rudp psk=" not in kl.format_table(cells, 100_000_000)
+    cells[0.2]["rudp-psk"] = _ok("rudp-psk", 0.2, 70.0)
+    table = kl.format_table(cells, 100_000_000).splitlines()
+    assert "rudp psk=" in table[0]
+    assert table[2].split() == ["20%", "80.0", "64.0", "-", "-", "72.0", "70.0", "1.12", "0.90"]
