@@ -59,11 +59,6 @@ __all__ = ["MAX_UNVERIFIED_SYN_ACK_RETRANSMITS", "ConnectionState", "SansIOConne
 _S = ConnectionState
 _SYN, _STATELESS_RESET = PacketType.SYN, PacketType.STATELESS_RESET
 _SEALED = int(Flags.SEALED)
-_CLEAR_TYPES = frozenset((PacketType.SYN, PacketType.SYN_ACK, PacketType.RETRY, _STATELESS_RESET))
-"""Never sealed (section 3.7): the handshake, which carries Noise's own messages, and
-the packets of a peer without keys (a RETRY is stateless, a stateless reset's token
-travelled sealed in the handshake)."""
-_CLEAR_CODES = frozenset(int(ptype) for ptype in (PacketType.SYN, PacketType.SYN_ACK))
 _Reader = Callable[["SansIOConnection", wire.Packet, float], object]  # the result is ignored
 
 
@@ -205,6 +200,8 @@ class SansIOConnection:
     @property
     def stats(self) -> Stats:
         """A snapshot of counters and estimates."""
+        secure = self._secure
+        unauthenticated = self._unauthenticated + (secure.unauthenticated if secure else 0)
         return snapshot(
             self._sender,
             self._receiver,
@@ -217,18 +214,9 @@ class SansIOConnection:
             resets_rejected=self._closing.resets_rejected,
             challenge_acks_sent=self._closing.challenge_acks_sent,
             datagrams_oversize=self._oversize,
-            **self._authentication_counts(),
+            datagrams_unauthenticated=unauthenticated,
+            replays_dropped=secure.replays if secure is not None else 0,
         )
-
-    def _authentication_counts(self) -> dict[str, int]:
-        """``Stats``' two counters of the pre-shared-key mode (section 3.7)."""
-        secure, protection = self._secure, self._opening.protection
-        failures = self._unauthenticated + (secure.failures if secure is not None else 0)
-        replays = 0
-        if protection is not None:
-            failures += protection.failures
-            replays = protection.replays
-        return {"datagrams_unauthenticated": failures, "replays_dropped": replays}
 
     def attach_budget(self, budget: Budget) -> None:
         """Share the receive bytes of an endpoint (``Config.max_buffered_bytes``)."""
@@ -354,17 +342,11 @@ class SansIOConnection:
             self._dropped += 1
             return
         if self._secure is not None:
-            if ptype not in _CLEAR_TYPES:
-                protection = self._opening.protection
-                opened = None
-                if protection is not None and packet.flags & _SEALED:
-                    opened = protection.open(packet)  # counts its own failures and replays
-                else:
-                    self._unauthenticated += 1  # section 3.7-2: nothing unsealed is taken
-                if opened is None:
-                    self._dropped += 1
-                    return
-                packet = opened
+            opened = self._secure.inbound(packet)  # section 3.7-2: only what authenticates
+            if opened is None:
+                self._dropped += 1
+                return
+            packet = opened
         elif packet.flags & _SEALED:
             self._unauthenticated += 1  # section 3.7-4: sealed, and we have no key
             self._dropped += 1
@@ -561,7 +543,7 @@ class SansIOConnection:
             closing = self._closing
             final, closing.final = closing.final, []
             if self._secure is not None and final:
-                final = self._seal(final)
+                final = self._secure.outbound(final, self._sender.recovery.next_pn - 1)
             self._count_sent(final)
             return final
         out: list[bytes] = []
@@ -572,22 +554,9 @@ class SansIOConnection:
             if self._path.has_output:
                 self._path.flush(now, out, self._path_packet)
         if self._secure is not None and out:
-            out = self._seal(out)
+            out = self._secure.outbound(out, self._sender.recovery.next_pn - 1)
         self._count_sent(out)
         return out
-
-    def _seal(self, out: list[bytes]) -> list[bytes]:
-        """Section 3.7: every datagram but SYN and SYN_ACK goes out sealed.  Without keys
-        yet (a client aborting before the SYN_ACK) there is nothing the peer would take."""
-        protection = self._opening.protection
-        latest = self._sender.recovery.next_pn - 1
-        sealed: list[bytes] = []
-        for datagram in out:
-            if wire.peek_type(datagram) in _CLEAR_CODES:
-                sealed.append(datagram)
-            elif protection is not None:
-                sealed.append(protection.seal(datagram, latest))
-        return sealed
 
     def _send_data(self, now: float, out: list[bytes]) -> None:
         sender = self._sender

@@ -18,7 +18,6 @@ from typing import Final
 
 from rudp.config import Config
 from rudp.core import wire
-from rudp.core.protection import PacketProtection
 from rudp.core.receiver import Receiver
 from rudp.core.secure_handshake import SecureHandshake
 from rudp.core.sender import Sender
@@ -104,11 +103,6 @@ class Opening:
         payload = size - self._overhead
         self._sender.set_max_payload(payload)
         self._receiver.set_payload_size(payload)  # the window's unit (11.1)
-
-    @property
-    def protection(self) -> PacketProtection | None:
-        """The transport keys once a pre-shared-key handshake gave them (section 6.8)."""
-        return self._secure.protection if self._secure is not None else None
 
     def _block(self, packet: Packet) -> Handshake | None:
         """The handshake block a SYN or SYN_ACK carries, or None if it does not parse or,

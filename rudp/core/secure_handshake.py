@@ -21,12 +21,19 @@ import random
 from rudp.core import wire
 from rudp.core.noise import KEY_SIZE, HandshakeState
 from rudp.core.protection import PacketProtection
-from rudp.core.wire import Handshake
+from rudp.core.wire import Flags, Handshake, Packet, PacketType
 from rudp.errors import BadPacket
 
 PROLOGUE = b"rudp/%d Noise_NNpsk0" % wire.VERSION
 """Bound into the Noise transcript: a peer of another wire version cannot complete."""
 _ISN_SIZE = 4
+_SEALED = int(Flags.SEALED)
+_CLEAR_TYPES = frozenset(
+    (PacketType.SYN, PacketType.SYN_ACK, PacketType.RETRY, PacketType.STATELESS_RESET)
+)
+"""Taken unsealed (section 3.7-2): the handshake, which carries Noise's own messages, a
+RETRY (stateless) and a stateless reset (its token travelled sealed in the handshake)."""
+_CLEAR_CODES = frozenset((int(PacketType.SYN), int(PacketType.SYN_ACK)))
 
 
 class SecureHandshake:
@@ -48,7 +55,8 @@ class SecureHandshake:
         """The transport keys, once the handshake is complete on our side."""
         self.failures = 0
         """Handshake messages that did not authenticate (or disagreed with their clear
-        fields, or differed from the message already read)."""
+        fields, or differed from the message already read), and packets that came unsealed
+        or before the keys."""
 
     def write(self, block: Handshake, isn: int) -> bytes:
         """Our message (computed the first time): it seals ``block`` and ``isn``."""
@@ -85,6 +93,43 @@ class SecureHandshake:
         self._peer_block = block
         self._split_if_finished()
         return block
+
+    # --- the connection's datagrams, once keyed (section 3.7) ----------------------------
+
+    def inbound(self, packet: Packet) -> Packet | None:
+        """``packet`` opened (or as it is, for the types never sealed), or None: dropped,
+        because it is unsealed, arrived before the keys, is a replay or does not verify."""
+        if packet.type in _CLEAR_TYPES:
+            return packet
+        protection = self.protection
+        if protection is None or not packet.flags & _SEALED:
+            self.failures += 1
+            return None
+        return protection.open(packet)  # counts its own failures and replays
+
+    def outbound(self, datagrams: list[bytes], latest_number: int) -> list[bytes]:
+        """Every datagram but SYN and SYN_ACK sealed; ``latest_number`` is the largest
+        packet number allocated.  Without keys yet (a client aborting before the SYN_ACK)
+        nothing else goes out: the peer would take nothing unsealed."""
+        protection = self.protection
+        out: list[bytes] = []
+        for datagram in datagrams:
+            if wire.peek_type(datagram) in _CLEAR_CODES:
+                out.append(datagram)
+            elif protection is not None:
+                out.append(protection.seal(datagram, latest_number))
+        return out
+
+    @property
+    def unauthenticated(self) -> int:
+        """Datagrams and handshake messages dropped as not authentic (``Stats``)."""
+        opened = self.protection
+        return self.failures + (opened.failures if opened is not None else 0)
+
+    @property
+    def replays(self) -> int:
+        """Sealed datagrams dropped by the replay window (``Stats``)."""
+        return self.protection.replays if self.protection is not None else 0
 
     def _split_if_finished(self) -> None:
         if self._state.finished and self.protection is None:
