@@ -428,3 +428,34 @@ def test_keyed_receive_path_takes_only_authentic_packets(
     assert [e.data for e in _drain_events(pair.server) if isinstance(e, MessageReceived)] == [
         b"authentic"
     ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ptype=st.sampled_from([PacketType.DATA, PacketType.ACK, PacketType.PING, PacketType.RESET]),
+    number=st.integers(0, 2**40),
+    seq=st.integers(0, 2**40),
+    sack=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)), max_size=4),
+    payload=st.binary(max_size=300),
+)
+def test_encoder_sealing_is_the_sealed_layout(
+    ptype: PacketType, number: int, seq: int, sack: list[tuple[int, int]], payload: bytes
+) -> None:
+    """Section 3.7: a datagram the encoder seals as it lays it out is byte for byte the
+    plain datagram sealed afterwards (``wire_sealed.seal_datagram``, the fallback for
+    datagrams made before the keys), and it opens to the plain packet."""
+    from rudp.core.noise import CipherState
+    from rudp.core.protection import PacketProtection
+
+    if ptype is not PacketType.DATA:  # the payload rules of section 3.4
+        payload = (payload + bytes(16))[:16] if ptype is PacketType.RESET else b""
+    send, receive = CipherState(bytes(range(32))), CipherState(bytes(range(32)))
+    acks = AckFields(seq + 5, 300, number // 2, 17)
+    plain = wire.encode_fields(ptype, 0, 0xABCD, number, seq, acks, payload, sack)
+    sealed = wire.encode_fields(ptype, 0, 0xABCD, number, seq, acks, payload, sack, send.encrypt_at)
+    assert sealed == seal_datagram(plain, number, send.encrypt_at)
+    assert len(sealed) == len(plain) + wire.AEAD_TAG_SIZE and is_sealed(sealed)
+    receiver = PacketProtection(CipherState(bytes(32)), receive)
+    receiver.window.largest = max(number - 1, -1)
+    opened = receiver.open(wire.decode(sealed))
+    assert opened is not None and opened == wire.decode(plain)._replace(payload=payload)

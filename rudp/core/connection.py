@@ -534,7 +534,8 @@ class SansIOConnection:
         remote = self._opening.remote_connection_id or 0
         acks = self._receiver.ack_fields(now)
         snd_nxt = self._sender.snd_nxt
-        return wire.encode_fields(ptype, flags, remote, pn, snd_nxt, acks, payload, sack)
+        seal = self._secure.seal if self._secure is not None else None
+        return wire.encode_fields(ptype, flags, remote, pn, snd_nxt, acks, payload, sack, seal)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Every datagram due now, in order.  Empty after the connection ended."""
@@ -565,7 +566,8 @@ class SansIOConnection:
         if packets:
             self._timers.last_activity = now
             remote = self._opening.remote_connection_id or 0
-            out += wire.encode_data_batch(remote, receiver.ack_fields(now), packets)
+            seal = self._secure.seal if self._secure is not None else None
+            out += wire.encode_data_batch(remote, receiver.ack_fields(now), packets, seal)
             if not receiver.ranges:
                 # Every DATA packet carries the cumulative ack and window (piggybacking);
                 # only SACK blocks need a pure ACK.

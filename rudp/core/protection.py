@@ -54,10 +54,12 @@ class ReplayWindow:
 class PacketProtection:
     """Seals what a connection sends and opens what it receives, after its handshake."""
 
-    __slots__ = ("_decrypt", "_encrypt", "failures", "opened", "replays", "window")
+    __slots__ = ("_decrypt", "_encrypt", "encrypt", "failures", "opened", "replays", "window")
 
     def __init__(self, send: CipherState, receive: CipherState) -> None:
         self._encrypt = send.encrypt_at
+        self.encrypt = send.encrypt_at
+        """The ``wire.Seal`` the encoders take: they seal as they lay a datagram out."""
         self._decrypt = receive.decrypt_at
         self.window = ReplayWindow()
         self.opened = 0

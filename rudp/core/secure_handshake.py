@@ -108,17 +108,24 @@ class SecureHandshake:
         return protection.open(packet)  # counts its own failures and replays
 
     def outbound(self, datagrams: list[bytes], latest_number: int) -> list[bytes]:
-        """Every datagram but SYN and SYN_ACK sealed; ``latest_number`` is the largest
-        packet number allocated.  Without keys yet (a client aborting before the SYN_ACK)
-        nothing else goes out: the peer would take nothing unsealed."""
+        """Every datagram but SYN and SYN_ACK sealed (most already are: the encoders seal
+        with ``seal``); ``latest_number`` is the largest packet number allocated.  Without
+        keys yet (a client aborting before the SYN_ACK) nothing else goes out: the peer
+        would take nothing unsealed."""
         protection = self.protection
         out: list[bytes] = []
         for datagram in datagrams:
-            if wire.peek_type(datagram) in _CLEAR_CODES:
-                out.append(datagram)
+            if datagram[2] & _SEALED or wire.peek_type(datagram) in _CLEAR_CODES:
+                out.append(datagram)  # sealed by the encoder (``seal``), or never sealed
             elif protection is not None:
-                out.append(protection.seal(datagram, latest_number))
+                out.append(protection.seal(datagram, latest_number))  # made before the keys
         return out
+
+    @property
+    def seal(self) -> wire.Seal | None:
+        """What the encoders seal with, once the keys exist."""
+        protection = self.protection
+        return protection.encrypt if protection is not None else None
 
     @property
     def unauthenticated(self) -> int:

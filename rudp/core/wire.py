@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import construct as cs
@@ -319,6 +319,9 @@ class Handshake(NamedTuple):
 
 Payload = bytes | memoryview
 """A payload as the sender hands it out (a fragment may be a view into its message)."""
+Seal = Callable[[int, bytes, Payload], bytes]
+"""``(full packet number, associated data, plaintext) -> ciphertext and tag``: with a key,
+the encoders seal as they lay out (section 3.7; ``rudp.core.protection``)."""
 
 _new_tuple = tuple.__new__
 _crc32 = zlib.crc32
@@ -372,11 +375,20 @@ def _pack(
     packet_number: int,
     largest_received: int,
     ack_delay: int,
+    seal: Seal | None = None,
+    number: int = 0,
 ) -> bytes:
     """Header, SACK blocks, payload and CRC-32: the one place that lays out a datagram.
 
     The arguments are ``Packet``'s fields in order; nothing is checked or masked here.
+    With ``seal`` the datagram is sealed under the full packet ``number`` (section 3.7):
+    the flag set, the length counting the tag, the header and SACK blocks as associated
+    data, the CRC over the sealed bytes.
     """
+    length = len(payload)
+    if seal is not None:
+        flags |= _SEALED_BIT
+        length += AEAD_TAG_SIZE
     header = _PACK_HEADER(
         VERSION,
         ptype,
@@ -390,10 +402,12 @@ def _pack(
         ack_delay,
         window,
         fragments_left,
-        len(payload),
+        length,
     )
     if sack:
         header += b"".join([_PACK_SACK(start, end) for start, end in sack])
+    if seal is not None:
+        payload = seal(number, header, payload)
     checksum = _crc32(payload, _crc32(header))
     return b"".join((header, payload, checksum.to_bytes(CHECKSUM_SIZE, "big")))
 
@@ -449,12 +463,14 @@ def encode_fields(
     acks: AckFields,
     payload: Payload = b"",
     sack: Sequence[tuple[int, int]] = (),
+    seal: Seal | None = None,
 ) -> bytes:
     """The connection's encoder for one control or handshake datagram (no ``Packet`` built).
 
     ``seq``, the numbers in ``acks`` and the SACK edges may be full ones: only
     their low 32 bits go on the wire (section 7.3).  The caller builds only valid
     packets (at most ``MAX_SACK_BLOCKS`` blocks, known flags), so nothing is checked.
+    ``seal``: sealed under ``packet_number`` (section 3.7).
     """
     if sack:
         sack = [(start & _MAX_U32, end & _MAX_U32) for start, end in sack]
@@ -471,6 +487,8 @@ def encode_fields(
         packet_number & _MAX_U32,
         acks.largest_received & _MAX_U32,
         acks.ack_delay,
+        seal,
+        packet_number,
     )
 
 
@@ -478,6 +496,7 @@ def encode_data_batch(
     connection_id: int,
     acks: AckFields,
     packets: Iterable[tuple[int, int, Payload, int, bool, bool]],
+    seal: Seal | None = None,
 ) -> list[bytes]:
     """DATA (or FIN) datagrams for the sender's ``(pn, seq, payload, fragments_left,
     is_fin, ack_now)`` tuples (``rudp.core.sender.Sender.next_packets``).
@@ -504,6 +523,8 @@ def encode_data_batch(
             pn & _MAX_U32,
             largest,
             delay,
+            seal,
+            pn,
         )
         for pn, seq, payload, fragments_left, is_fin, ack_now in packets
     ]
