@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import _self_signed_certificate
+from run import step_clock
 
 from rudp.config import Config
 from rudp.core import wire
@@ -91,12 +92,7 @@ def rudp_bulk(total_bytes: int, psk: bytes | None) -> Row:
             received += type(event) is MessageReceived
         while client.next_event() is not None:
             pass
-        timers = [t for t in (client.get_timer(), server.get_timer()) if t is not None]
-        now = min(timers) if quiet and timers else now + 0.0001
-        for conn in (client, server):
-            deadline = conn.get_timer()
-            if deadline is not None and deadline <= now:
-                conn.handle_timer(now)
+        now = step_clock((client, server), now, quiet)
     name = "rudp, psk (ChaCha20-Poly1305)" if psk else "rudp, no key (CRC-32 only)"
     return Row(name, cpu, datagrams, received * MESSAGE)
 
