@@ -544,7 +544,7 @@ class SansIOConnection:
             closing = self._closing
             final, closing.final = closing.final, []
             if self._secure is not None and final:
-                final = self._secure.outbound(final, self._sender.recovery.next_pn - 1)
+                final = self._secure.outbound(final)
             self._count_sent(final)
             return final
         out: list[bytes] = []
@@ -555,7 +555,7 @@ class SansIOConnection:
             if self._path.has_output:
                 self._path.flush(now, out, self._path_packet)
         if self._secure is not None and out:
-            out = self._secure.outbound(out, self._sender.recovery.next_pn - 1)
+            out = self._secure.outbound(out)
         self._count_sent(out)
         return out
 

@@ -1,11 +1,11 @@
 """Packet protection after a pre-shared-key handshake (specs/protocol.md section 3.7).
 
 ``PacketProtection`` holds one connection's two transport keys (Noise's ``Split``, one
-per direction) and seals every datagram it sends and opens every one it receives, in
-the layout of ``rudp.core.wire_sealed``.  A datagram is taken only if its packet number
-is new to the replay window *and* its tag verifies; the window moves only after the tag
-verified, so a forgery cannot push genuine packets out of it (RFC 4303 section 3.4.3,
-RFC 6479; WireGuard does the same with its counter).
+per direction): ``encrypt`` is what the encoders of ``rudp.core.wire`` seal with as they
+lay a datagram out, and ``open`` takes every sealed one received.  A datagram is taken
+only if its packet number is new to the replay window *and* its tag verifies; the window
+moves only after the tag verified, so a forgery cannot push genuine packets out of it
+(RFC 4303 section 3.4.3, RFC 6479; WireGuard does the same with its counter).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from rudp.core.noise import CipherState
 from rudp.core.seqnum import expand_seq
 from rudp.core.wire import Packet
-from rudp.core.wire_sealed import associated_data, opened, packet_number, seal_datagram
+from rudp.core.wire_sealed import associated_data, opened
 from rudp.errors import BadPacket
 
 REPLAY_WINDOW = 4096
@@ -54,10 +54,9 @@ class ReplayWindow:
 class PacketProtection:
     """Seals what a connection sends and opens what it receives, after its handshake."""
 
-    __slots__ = ("_decrypt", "_encrypt", "encrypt", "failures", "opened", "replays", "window")
+    __slots__ = ("_decrypt", "encrypt", "failures", "opened", "replays", "window")
 
     def __init__(self, send: CipherState, receive: CipherState) -> None:
-        self._encrypt = send.encrypt_at
         self.encrypt = send.encrypt_at
         """The ``wire.Seal`` the encoders take: they seal as they lay a datagram out."""
         self._decrypt = receive.decrypt_at
@@ -68,13 +67,6 @@ class PacketProtection:
         """Datagrams whose tag (or inner layout) did not verify: forged or corrupted."""
         self.replays = 0
         """Datagrams dropped by the replay window."""
-
-    def seal(self, datagram: bytes, latest_number: int) -> bytes:
-        """``datagram`` sealed; ``latest_number`` is the largest packet number allocated so
-        far, from which the datagram's 32-bit one is expanded to the nonce (it was allocated
-        at or below it, and far less than 2**32 before)."""
-        number = latest_number - ((latest_number - packet_number(datagram)) & _LOW_32)
-        return seal_datagram(datagram, number, self._encrypt)
 
     def open(self, packet: Packet) -> Packet | None:
         """The packet with its plaintext, or None if it is a replay or not authentic."""

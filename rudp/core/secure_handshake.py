@@ -107,19 +107,14 @@ class SecureHandshake:
             return None
         return protection.open(packet)  # counts its own failures and replays
 
-    def outbound(self, datagrams: list[bytes], latest_number: int) -> list[bytes]:
-        """Every datagram but SYN and SYN_ACK sealed (most already are: the encoders seal
-        with ``seal``); ``latest_number`` is the largest packet number allocated.  Without
-        keys yet (a client aborting before the SYN_ACK) nothing else goes out: the peer
-        would take nothing unsealed."""
-        protection = self.protection
-        out: list[bytes] = []
-        for datagram in datagrams:
-            if datagram[2] & _SEALED or wire.peek_type(datagram) in _CLEAR_CODES:
-                out.append(datagram)  # sealed by the encoder (``seal``), or never sealed
-            elif protection is not None:
-                out.append(protection.seal(datagram, latest_number))  # made before the keys
-        return out
+    def outbound(self, datagrams: list[bytes]) -> list[bytes]:
+        """What may go out: once the keys exist, everything (the encoders sealed all but
+        SYN and SYN_ACK with ``seal``); before, only SYN and SYN_ACK, since a datagram made
+        then (a client aborting before the SYN_ACK) is unsealed and the peer takes nothing
+        unsealed."""
+        if self.protection is not None:
+            return datagrams
+        return [d for d in datagrams if wire.peek_type(d) in _CLEAR_CODES]
 
     @property
     def seal(self) -> wire.Seal | None:

@@ -9,8 +9,11 @@ costs a CRC and never an AEAD open.  The nonce is the full packet number (sectio
 which no two transmissions in one direction share: WireGuard numbers its packets for
 the nonce in the same way (its counter), as QUIC does (RFC 9001 section 5.3).
 
-This module is the only one besides ``rudp.core.wire`` that knows the layout: it seals a
-datagram ``wire`` encoded, and rebuilds the associated data of one ``wire`` decoded.
+This module is the only one besides ``rudp.core.wire`` that knows the layout: it rebuilds
+the associated data of a sealed datagram ``wire`` decoded and the packet it opens to.  The
+encoders seal as they lay a datagram out (``wire._pack``); ``seal_datagram`` writes the
+layout out on its own, as the reference the tests hold that sealing to (and to build
+sealed datagrams by hand).
 """
 
 from __future__ import annotations
