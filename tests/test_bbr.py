@@ -21,6 +21,7 @@ from rudp.core.congestion.bbr import (
     DRAIN_GAIN,
     INITIAL_RTT_GUESS,
     MIN_PIPE_CWND,
+    PACING_GRANULARITY,
     QUANTIZATION_QUANTA,
     SEND_QUANTUM_PACKETS,
     STARTUP_GAIN,
@@ -126,6 +127,21 @@ def test_steady_state_paces_at_the_bottleneck_rate_with_two_bdp_window() -> None
     assert model.goodput(flow, 3.0, 8.0) >= 0.97 * RATE
     # Design target: a mean standing queue under one min RTT (it is far under).
     assert model.mean_queue_delay(3.0, 8.0) < 0.25 * RTT
+
+
+def test_below_the_timer_granularity_the_window_bounds_the_flight() -> None:
+    """A 0.3 ms path (a LAN, loopback): pacing at no less than a window per min_rtt.
+
+    The window, not a sub-millisecond pacing timer, is then what limits the flight; the
+    flow still fills the link.  On the 41 ms path above pacing stays at gain x bandwidth.
+    """
+    rate, rtt = 20_000.0, 0.0003
+    model, flow, cc, _ = single_flow(rate=rate, rtt=rtt, queue=200, until=1.0)
+    assert cc.mode is Mode.PROBE_BW and cc.min_rtt < PACING_GRANULARITY
+    assert cc.pacing_rate >= cc.cwnd / cc.min_rtt > 2 * cc.max_bw
+    assert model.goodput(flow, 0.5, 1.0) >= 0.95 * rate
+    _, _, slow, _ = single_flow(until=3.0)
+    assert slow.pacing_rate <= 1.25 * slow.max_bw * 1.001
 
 
 def test_drain_gain_and_probe_bw_cycle() -> None:

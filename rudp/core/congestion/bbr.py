@@ -139,6 +139,14 @@ NO_QUEUE_FRACTION = 0.1
 queue at all: only such rounds teach ``random_loss``."""
 INITIAL_RTT_GUESS = 0.001
 """Nominal RTT before any sample (the draft's BBRInitPacingRate)."""
+PACING_GRANULARITY = 0.001
+"""On a path whose min_rtt is below this (RFC 9002 section 6.1.2's kGranularity, and the
+pacer's quantum) BBR paces in ProbeBW at no less than one window per min_rtt, so the window, not the
+pacing timer, bounds the flight; bursts stay within ``pacing_burst``.  A millisecond's
+quantum there is already more than the BDP, so pacing at gain x bandwidth cannot spread a
+flight and only adds wakeups.  Measured on loopback (both ends in one process, make
+bench): the blocking connection API moved 13-15 MB/s paced at gain x bandwidth and
+17-21 MB/s with this floor."""
 MAX_PROBE_UP_EXPONENT = 30
 RANDOM_LOSS_PACKETS = 200
 """The random-loss estimate averages over about this many packets."""
@@ -567,6 +575,13 @@ class Bbr(CongestionController):
             self._pacing_rate = STARTUP_GAIN * self._initial / rtt
             return
         rate = self._pacing_gain * bw
+        if self._min_rtt < PACING_GRANULARITY and self.mode is Mode.PROBE_BW:
+            # Below the timer granularity pacing cannot spread a flight over the round
+            # trip: the window, released a burst at a time, is what bounds it.  (Not in
+            # Drain, whose low pacing gain is what empties Startup's queue.)
+            window_rate = self._model_cwnd / max(self._min_rtt, PACING_GRANULARITY / 1000)
+            if window_rate > rate:
+                rate = window_rate
         if self.filled_pipe or rate > self._pacing_rate:
             self._pacing_rate = rate
 
