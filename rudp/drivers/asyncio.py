@@ -52,6 +52,7 @@ from rudp.drivers._common import (
     udp_socket,
 )
 from rudp.drivers.aio_connection import Connection, release_waiters
+from rudp.drivers.mmsg import batch_io
 from rudp.events import Closed, Failed, FailureKind
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self.config = config
         self._read_size = read_size(config)
         """Protocol configuration of every connection on this endpoint."""
+        self._batch_io = batch_io(sock, self._read_size)  # None: sendto/recvfrom instead
         self.options = options
         """Driver options."""
         self.recv_buffer = options.recv_buffer_for(config)
@@ -120,9 +122,12 @@ class EndpointProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """Drain the socket, feed the endpoint once, then run a service pass."""
         first = (data, normalise_address(addr))
-        batch = drain(
-            self._sock, self.options.recv_batch - 1, [first], self._normalise, self._read_size
-        )
+        if self._batch_io is not None:
+            batch = self._batch_io.drain(self.options.recv_batch - 1, [first], self._normalise)
+        else:
+            batch = drain(
+                self._sock, self.options.recv_batch - 1, [first], self._normalise, self._read_size
+            )
         self.endpoint.receive_datagrams(batch, self.loop.time())
         self.service()
 
@@ -232,15 +237,20 @@ class EndpointProtocol(asyncio.DatagramProtocol):
             # handled as it handles them; a full socket buffer hands this datagram and
             # the rest to the transport, which queues them in order until the socket is
             # writable.
-            sock_sendto = self._sock.sendto
-            for data, addr in datagrams:
-                try:
-                    sock_sendto(data, addr)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    self.error_received(exc)
-                sent += 1
+            if self._batch_io is not None:
+                sent = self._batch_io.send(datagrams, stop_when_full=True)
+            else:
+                sock_sendto = self._sock.sendto
+                for data, addr in datagrams:
+                    try:
+                        sock_sendto(data, addr)
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        self.error_received(exc)
+                    sent += 1
+            if sent == len(datagrams):
+                return
         sendto = transport.sendto
         for data, addr in datagrams[sent:] if sent else datagrams:
             sendto(data, addr)

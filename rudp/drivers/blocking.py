@@ -6,8 +6,10 @@ Threading model
 One ``Engine`` owns one UDP socket and one ``rudp.core.endpoint.Endpoint``.  A
 background *I/O thread* waits in ``select`` on the socket and on a wake-up
 socketpair, with the endpoint's earliest timer as its timeout.  On every wake-up
-it drains the socket (non-blocking ``recvfrom`` until ``BlockingIOError``, at
-most ``recv_batch`` datagrams), feeds the batch to the endpoint, fires due
+it drains the socket (at most ``recv_batch`` datagrams, without blocking; on Linux
+``recvmmsg``, 64 a syscall, and bursts go out with ``sendmmsg``: ``rudp.drivers.mmsg``,
+which keeps the GIL that ``recvfrom``/``sendto`` would hand to another thread per
+datagram), feeds the batch to the endpoint, fires due
 timers, sends every queued datagram and folds events into per-association
 ``ConnectionLedger`` objects (``rudp.drivers._common``, shared with asyncio).
 
@@ -69,6 +71,7 @@ from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
 from rudp.drivers._common import ConnectionLedger, DriverOptions, drain, read_size, udp_socket
 from rudp.drivers.lifetime import running_engines, undelivered_warning, warn
+from rudp.drivers.mmsg import batch_io
 from rudp.errors import ConnectionFailed, LingerExpired, LocalProtocolError, Timeout
 from rudp.events import MessageReceived
 
@@ -226,6 +229,7 @@ class Engine:
         self.recv_buffer = options.recv_buffer_for(config)
         """Unread bytes per association before it is paused."""
         self.sock = udp_socket(family, options)
+        self._batch_io = batch_io(self.sock, self._read_size)  # None: sendto/recvfrom instead
         try:
             self._wake_r, self._wake_w = _socket.socketpair()
         except BaseException:
@@ -443,11 +447,7 @@ class Engine:
                         self._drain_wake()
                     while self._posted:
                         self._posted.popleft()()
-                    batch = (
-                        drain(self.sock, self.options.recv_batch, [], None, self._read_size)
-                        if self.sock in ready
-                        else []
-                    )
+                    batch = self._drain() if self.sock in ready else []
                     now = time.monotonic()
                     if batch:
                         self.endpoint.receive_datagrams(batch, now)
@@ -542,7 +542,16 @@ class Engine:
             while self._wake_r.recv(4096):
                 pass
 
+    def _drain(self) -> list[tuple[bytes, Any]]:
+        if self._batch_io is not None:
+            return self._batch_io.drain(self.options.recv_batch, [])
+        return drain(self.sock, self.options.recv_batch, [], None, self._read_size)
+
     def _send(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        if self._batch_io is not None:
+            if datagrams:
+                self._batch_io.send(datagrams)
+            return
         sendto = self.sock.sendto
         for data, address in datagrams:
             try:
