@@ -83,7 +83,11 @@ class FakeConnection:
         self.events.append(Failed(reason, (), FailureKind.ABORTED))
 
     def receive_packet(
-        self, packet: Packet, now: float, handshake: Handshake | None = None
+        self,
+        packet: Packet,
+        now: float,
+        handshake: Handshake | None = None,
+        size: int | None = None,
     ) -> None:
         self.received.append(packet)
         self.largest_packet_number = max(self.largest_packet_number, packet.packet_number)

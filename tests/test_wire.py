@@ -292,6 +292,49 @@ def test_encode_data_batch_is_encode_per_packet() -> None:
     assert [wire.encoded_size(p) for p in expected] == [len(d) for d in datagrams]
 
 
+_U64 = st.integers(0, (1 << 62) - 1)
+
+
+@given(
+    connection_id=st.integers(0, 0xFFFFFFFF),
+    acks=st.tuples(_U64, st.integers(0, 0xFFFF), _U64, st.integers(0, 0xFFFF)),
+    packets=st.lists(
+        st.tuples(
+            _U64, _U64, st.binary(max_size=64), st.integers(0, 0xFFFF), st.booleans(), st.booleans()
+        ),
+        max_size=8,
+    ),
+)
+def test_encode_data_batch_lays_out_what_pack_lays_out(
+    connection_id: int,
+    acks: tuple[int, int, int, int],
+    packets: list[tuple[int, int, bytes, int, bool, bool]],
+) -> None:
+    """The batch encoder's inlined layout gives the bytes of the reference encoder."""
+    ack, window, largest, delay = acks
+    datagrams = wire.encode_data_batch(connection_id, wire.AckFields(*acks), packets)
+    expected = [
+        wire_reference.reference_encode(
+            Packet(
+                PacketType.FIN if fin else PacketType.DATA,
+                int(wire.Flags.ACK_NOW) if now else 0,
+                connection_id,
+                seq & 0xFFFFFFFF,
+                ack & 0xFFFFFFFF,
+                window,
+                left,
+                (),
+                payload,
+                pn & 0xFFFFFFFF,
+                largest & 0xFFFFFFFF,
+                delay,
+            )
+        )
+        for pn, seq, payload, left, fin, now in packets
+    ]
+    assert datagrams == expected
+
+
 @pytest.mark.parametrize(
     ("seconds", "units"),
     [

@@ -40,6 +40,7 @@ from rudp.core.secure_handshake import SecureHandshake
 from rudp.core.sender import GIVE_UP, Sender
 from rudp.core.state import (
     CLOSE_DONE,
+    DATA_STATES,
     PACKET_INPUTS,
     SYNCHRONIZED,
     TERMINAL,
@@ -59,6 +60,7 @@ __all__ = ["MAX_UNVERIFIED_SYN_ACK_RETRANSMITS", "ConnectionState", "SansIOConne
 _S = ConnectionState
 _SYN, _STATELESS_RESET = PacketType.SYN, PacketType.STATELESS_RESET
 _SEALED = int(Flags.SEALED)
+_ACK_NOW = int(Flags.ACK_NOW)
 _Reader = Callable[["SansIOConnection", wire.Packet, float], object]  # the result is ignored
 
 
@@ -312,15 +314,20 @@ class SansIOConnection:
         self._receive(packet, now)
 
     def receive_packet(
-        self, packet: wire.Packet, now: float, handshake: wire.Handshake | None = None
+        self,
+        packet: wire.Packet,
+        now: float,
+        handshake: wire.Handshake | None = None,
+        size: int | None = None,
     ) -> None:
         """Like ``receive_datagram`` for a packet an endpoint already decoded (for routing).
 
         ``handshake`` is a SYN's handshake block if the endpoint decoded it too, so
-        that it is decoded once.
+        that it is decoded once; ``size`` the datagram's length if the caller has it.
         """
         self._datagrams_received += 1
-        size = wire.encoded_size(packet)
+        if size is None:
+            size = wire.encoded_size(packet)
         self._bytes_received += size
         if self._sm.state in TERMINAL:
             self._dropped += 1
@@ -464,7 +471,7 @@ class SansIOConnection:
                 self._dropped += 1
                 return False
             self._timers.last_activity = now
-        if not sm.apply(PACKET_INPUTS[packet.type]):
+        if sm.state not in DATA_STATES and not sm.apply(PACKET_INPUTS[packet.type]):
             self._dropped += 1
             return False
         window = packet.window
@@ -489,7 +496,7 @@ class SansIOConnection:
         timers.last_heard = now
         if timers.persist_deadline is not None and not sender.window_blocked:
             timers.persist_deadline = None
-        if packet.ack_now:
+        if packet.flags & _ACK_NOW:
             self._receiver.ack_now = True
         return True
 

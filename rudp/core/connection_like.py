@@ -57,7 +57,11 @@ class ConnectionLike(Protocol):
     def receive_datagram(self, data: bytes, now: float) -> None: ...
 
     def receive_packet(
-        self, packet: Packet, now: float, handshake: Handshake | None = None
+        self,
+        packet: Packet,
+        now: float,
+        handshake: Handshake | None = None,
+        size: int | None = None,
     ) -> None: ...
 
     def datagrams_to_send(self, now: float) -> list[bytes]: ...

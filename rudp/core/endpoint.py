@@ -341,7 +341,7 @@ class Endpoint:
                 budget = assoc.budget if assoc.migration is None else assoc.migration.budget
                 if budget is not None:
                     budget.received += len(data)  # the unvalidated address's 3x budget
-                assoc.connection.receive_packet(packet, now)  # decoded once, here
+                assoc.connection.receive_packet(packet, now, None, len(data))  # decoded once
             elif not follow_peer(assoc, packet, len(data), address, now, self.stats):
                 return
         if assoc._remote_id is None:

@@ -145,6 +145,10 @@ _LIVE = (
 _DATA_STATES = (S.ESTABLISHED, S.CLOSING, S.FIN_WAIT, S.PEER_CLOSED, S.SIMULTANEOUS_CLOSE)
 """States after the handshake and before TIME_WAIT: every ordinary packet is processed."""
 
+DATA_STATES = frozenset(_DATA_STATES)
+"""The states in which DATA, ACK, PING, FIN, PATH_CHALLENGE and PATH_RESPONSE leave the
+state as it is (``TRANSITIONS`` maps each to itself): the receive path skips ``apply``."""
+
 _CLOSED_BY_US = (S.CLOSING, S.FIN_WAIT, S.PEER_CLOSED, S.SIMULTANEOUS_CLOSE)
 """States after ``close()`` (or the peer's FIN) took effect and before TIME_WAIT."""
 
