@@ -225,3 +225,28 @@ def test_large_datagrams_take_fewer_slots_per_call_and_all_arrive() -> None:
         for data in datagrams:
             sender.sendto(data, receiver.getsockname())
         assert [data for data, _ in io.drain(100, [])] == datagrams
+
+
+def test_many_peers_overflow_the_address_caches_and_every_datagram_is_right() -> None:
+    """More peers than ADDRESS_CACHE: both caches start afresh, nothing is mis-addressed."""
+    receivers = [udp(socket.AF_INET, "127.0.0.1") for _ in range(3)]
+    sender = udp(socket.AF_INET, "127.0.0.1")
+    try:
+        io = batch(sender)
+        targets = [r.getsockname() for r in receivers]
+        # Fill the send cache with other loopback addresses (port 9, discard), then send to
+        # the real peers.
+        for round_ in range(3):
+            count = mmsg.ADDRESS_CACHE // 2
+            filler = [(b"", (f"127.1.{round_}.{i % 250 + 1}", 9 + i // 250)) for i in range(count)]
+            io.send(filler)
+            io.send([(b"%d-%d" % (round_, k), targets[k]) for k in range(3)] * 2)
+        assert len(io._names) < 3 * count  # the cache was started afresh at least once
+        for k, receiver in enumerate(receivers):
+            receiver.settimeout(5.0)
+            got = [receiver.recvfrom(100)[0] for _ in range(6)]
+            assert got == [b"%d-%d" % (round_, k) for round_ in range(3) for _ in range(2)]
+    finally:
+        sender.close()
+        for receiver in receivers:
+            receiver.close()

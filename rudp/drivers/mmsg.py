@@ -84,6 +84,10 @@ _POINTER = struct.Struct("@P")
 _SIZE = struct.Struct("@N")
 _UINT = struct.Struct("@I")
 _IOVEC = struct.Struct("@PN")
+_RESULT = f"{_NAMELEN_AT}xI{_LEN_AT - _NAMELEN_AT - 4}xI{_MMSG_SIZE - _LEN_AT - 4}x"
+_RESULTS = [struct.Struct("=" + _RESULT * count) for count in range(BATCH + 1)]
+"""Per message count: the source address's size and the datagram's length of each, in one
+``unpack_from`` of the message array (``=``: the offsets above, no alignment added)."""
 
 
 def _load() -> tuple[Any, Any] | None:
@@ -166,11 +170,13 @@ class BatchIO:
         self._send_msgs = ctypes.create_string_buffer(_MMSG_SIZE * BATCH)
         self._send_iovs = ctypes.create_string_buffer(_IOV_SIZE * BATCH)
         iovs = ctypes.addressof(self._send_iovs)
+        self._slot_names = [0] * BATCH  # the name pointer each send slot holds now
         for i in range(BATCH):
             _POINTER.pack_into(self._send_msgs, i * _MMSG_SIZE + _IOV_AT, iovs + i * _IOV_SIZE)
             _SIZE.pack_into(self._send_msgs, i * _MMSG_SIZE + _IOVLEN_AT, 1)
         # Receive side: a fixed buffer and name slot per message, set up once.
         self._recv_batch = max(1, min(BATCH, RECEIVE_ROOM // bufsize))
+        self._recv_dirty = BATCH  # slots whose name room the kernel may have shrunk
         self._recv_buf = ctypes.create_string_buffer(bufsize * self._recv_batch)
         self._recv_view = memoryview(self._recv_buf).cast("B")
         self._recv_names = ctypes.create_string_buffer(_NAME_SLOT * BATCH)
@@ -191,7 +197,8 @@ class BatchIO:
         if entry is None:
             raw = sockaddr(self._family, address)
             if len(self._names) >= ADDRESS_CACHE:
-                self._names.clear()
+                self._names.clear()  # the buffers may go: no slot may point at them
+                self._slot_names = [0] * BATCH
             buffer = ctypes.create_string_buffer(raw, _NAME_SLOT)
             entry = self._names[address] = (buffer, ctypes.addressof(buffer), len(raw))
         return entry[1], entry[2]
@@ -204,14 +211,13 @@ class BatchIO:
         earlier one) is lost, as ``sendto``'s ``OSError`` makes it in the drivers.
         """
         total = len(datagrams)
-        try:
-            names = [self._name(address) for _, address in datagrams]
-        except (OSError, ValueError, TypeError, IndexError, OverflowError):
-            return self._send_one_by_one(datagrams, stop_when_full)
         fd = self._sock.fileno()
         msgs, iovs = self._send_msgs, self._send_iovs
         msgs_at = ctypes.addressof(msgs)
+        slot_names = self._slot_names
         pack_pointer, pack_uint, pack_iovec = _POINTER.pack_into, _UINT.pack_into, _IOVEC.pack_into
+        last_address: Any = None
+        name = name_size = 0
         start = 0
         while start < total:
             end = min(start + BATCH, total)
@@ -221,12 +227,22 @@ class BatchIO:
             base = ctypes.cast(keep, ctypes.c_void_p).value or 0
             offset = 0
             for i in range(end - start):
-                size = len(datagrams[start + i][0])
-                name, name_size = names[start + i]
+                data, address = datagrams[start + i]
+                if address is not last_address:  # a driver passes one tuple per peer
+                    try:
+                        name, name_size = self._name(address)
+                    except (OSError, ValueError, TypeError, IndexError, OverflowError):
+                        rest = datagrams[start:]
+                        return start + self._send_one_by_one(rest, stop_when_full)
+                    last_address = address
+                    slot_names = self._slot_names  # _name may have started it afresh
+                size = len(data)
                 pack_iovec(iovs, i * _IOV_SIZE, base + offset, size)
-                msg = i * _MMSG_SIZE
-                pack_pointer(msgs, msg + _NAME_AT, name)
-                pack_uint(msgs, msg + _NAMELEN_AT, name_size)
+                if slot_names[i] != name:  # the slot keeps its name from the last call
+                    msg = i * _MMSG_SIZE
+                    pack_pointer(msgs, msg + _NAME_AT, name)
+                    pack_uint(msgs, msg + _NAMELEN_AT, name_size)
+                    slot_names[i] = name
                 offset += size
             sent = self._sendmmsg(fd, msgs_at, end - start, _MSG_DONTWAIT)
             del keep, joined
@@ -266,29 +282,36 @@ class BatchIO:
         view, names = self._recv_view, self._recv_names_view
         bufsize = self._bufsize
         addresses = self._addresses
-        unpack_uint, pack_uint = _UINT.unpack_from, _UINT.pack_into
+        pack_uint = _UINT.pack_into
+        last_raw = b""
+        address: Any = None
         while limit > 0:
             count = min(limit, self._recv_batch)
-            for i in range(count):  # in-out: the room for each source address
+            for i in range(self._recv_dirty):  # in-out: the kernel shrank the name room
                 pack_uint(msgs, i * _MMSG_SIZE + _NAMELEN_AT, _NAME_SLOT)
             got = self._recvmmsg(fd, msgs_at, count, _MSG_DONTWAIT, None)
             if got < 0:
+                self._recv_dirty = 0
                 if ctypes.get_errno() in _SKIP:
                     limit -= 1
                     continue
                 break  # empty (EAGAIN), or the socket is gone
+            self._recv_dirty = got
+            fields = _RESULTS[got].unpack_from(msgs)  # (name size, length) per message
             for i in range(got):
-                msg = i * _MMSG_SIZE
-                size = min(unpack_uint(msgs, msg + _LEN_AT)[0], bufsize)
-                name_size = min(unpack_uint(msgs, msg + _NAMELEN_AT)[0], _NAME_SLOT)
+                name_size = min(fields[2 * i], _NAME_SLOT)
                 raw = bytes(names[i * _NAME_SLOT : i * _NAME_SLOT + name_size])
-                address = addresses.get(raw)
-                if address is None:
-                    if len(addresses) >= ADDRESS_CACHE:
-                        addresses.clear()
-                    address = addresses[raw] = address_of(self._family, raw)
-                data = bytes(view[i * bufsize : i * bufsize + size])
-                batch.append((data, address if normalise is None else normalise(address)))
+                if raw != last_raw:
+                    address = addresses.get(raw)
+                    if address is None:
+                        if len(addresses) >= ADDRESS_CACHE:
+                            addresses.clear()
+                        address = addresses[raw] = address_of(self._family, raw)
+                    if normalise is not None:
+                        address = normalise(address)
+                    last_raw = raw
+                size = min(fields[2 * i + 1], bufsize)
+                batch.append((bytes(view[i * bufsize : i * bufsize + size]), address))
             limit -= got
             if got < count:
                 break  # the kernel had no more
