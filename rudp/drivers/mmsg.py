@@ -11,7 +11,8 @@ and a burst of up to 64 datagrams is one syscall instead of 64.
 The functions come from the C library through ``ctypes.PyDLL``, whose calls keep the GIL.
 Where they are missing (not Linux, another C library), ``batch_io`` returns None and the
 drivers use ``sendto``/``recvfrom``; both paths give the same datagrams, addresses and
-error handling (tests/test_mmsg.py runs the drivers both ways).
+error handling (tests/test_mmsg.py runs the drivers both ways).  The asyncio driver, one
+thread, uses it too: it saves the syscalls, and measured no slower (20 paired runs).
 """
 
 from __future__ import annotations
