@@ -12,6 +12,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,7 @@ import rudp
 import rudp.aio
 from rudp.drivers import asyncio as asyncio_driver
 from rudp.drivers import blocking, mmsg
+from rudp.drivers._common import PlainIO
 
 BUFSIZE = 1401
 FAMILIES = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
@@ -44,8 +46,8 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[socket.socket, socket
 
 
 def batch(sock: socket.socket) -> mmsg.BatchIO:
-    io = mmsg.batch_io(sock, BUFSIZE)
-    assert io is not None  # Linux with glibc: the symbols exist
+    io = mmsg.datagram_io(sock, BUFSIZE)
+    assert isinstance(io, mmsg.BatchIO)  # Linux with glibc: the symbols exist
     return io
 
 
@@ -156,10 +158,20 @@ def test_a_closed_socket_ends_the_calls_at_once() -> None:
     assert io.drain(512, []) == []
 
 
-def test_without_the_c_library_there_is_no_batch_io(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_c_library_sendto_and_recvfrom_do_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mmsg, "_LIBC", None)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        assert mmsg.batch_io(sock, BUFSIZE) is None
+    sender, receiver = udp(socket.AF_INET, "127.0.0.1"), udp(socket.AF_INET, "127.0.0.1")
+    with sender, receiver:
+        receiver.setblocking(False)
+        plain, io = mmsg.datagram_io(sender, BUFSIZE), mmsg.datagram_io(receiver, BUFSIZE)
+        assert isinstance(plain, PlainIO) and isinstance(io, PlainIO)
+        datagrams = payloads(5)
+        assert plain.send([(data, receiver.getsockname()) for data in datagrams]) == 5
+        deadline = time.monotonic() + 5
+        got: list[tuple[bytes, object]] = []
+        while len(got) < 5 and time.monotonic() < deadline:
+            io.drain(10, got)
+        assert got == [(data, sender.getsockname()) for data in datagrams]
 
 
 # --- the drivers, with batched I/O and without -------------------------------------------
@@ -170,15 +182,16 @@ MESSAGES = [os.urandom(size) for size in (0, 1, 1367, 1368, 1369, 64 * 1024, 300
 @pytest.fixture(params=["batched", "sendto"])
 def io_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "sendto":
-        monkeypatch.setattr(blocking, "batch_io", lambda sock, size: None)
-        monkeypatch.setattr(asyncio_driver, "batch_io", lambda sock, size: None)
+        monkeypatch.setattr(blocking, "datagram_io", PlainIO)
+        monkeypatch.setattr(asyncio_driver, "datagram_io", PlainIO)
     return str(request.param)
 
 
 def test_blocking_transfer_both_ways(io_mode: str) -> None:
     received: list[bytes] = []
     with rudp.listen(("127.0.0.1", 0)) as listener:
-        assert (listener._engine._batch_io is not None) == (io_mode == "batched")
+        batched = isinstance(listener._engine._io, mmsg.BatchIO)
+        assert batched == (io_mode == "batched")
 
         def serve() -> None:
             with listener.accept(timeout=10) as peer:
@@ -218,8 +231,8 @@ def test_large_datagrams_take_fewer_slots_per_call_and_all_arrive() -> None:
     sender, receiver = udp(socket.AF_INET, "127.0.0.1"), udp(socket.AF_INET, "127.0.0.1")
     with sender, receiver:
         receiver.setblocking(False)
-        io = mmsg.batch_io(receiver, 65536)
-        assert io is not None
+        io = mmsg.datagram_io(receiver, 65536)
+        assert isinstance(io, mmsg.BatchIO)
         assert io._recv_batch == mmsg.RECEIVE_ROOM // 65536 == 16  # 1 MiB of buffers, not 4
         datagrams = [os.urandom(9000) for _ in range(40)]
         for data in datagrams:

@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -48,6 +48,7 @@ __all__ = [
     "Address",
     "ConnectionLedger",
     "DriverOptions",
+    "PlainIO",
     "attach_close_error",
     "default_local_address",
     "drain",
@@ -270,6 +271,43 @@ def drain(
             continue
         batch.append((data, address if normalise is None else normalise(address)))
     return batch
+
+
+class PlainIO:
+    """``sendto`` and ``recvfrom``, a syscall per datagram: what ``rudp.drivers.mmsg.BatchIO``
+    does in batches, for systems without ``sendmmsg``/``recvmmsg`` (same interface)."""
+
+    def __init__(self, sock: socket.socket, bufsize: int) -> None:
+        self._sock = sock
+        self._bufsize = bufsize
+
+    def send(self, datagrams: Sequence[tuple[bytes, Any]], *, stop_when_full: bool = False) -> int:
+        """Send the datagrams in order; returns how many were dealt with (all, unless
+        ``stop_when_full`` and the socket buffer filled: the rest is the caller's).
+
+        Any other ``OSError`` (ICMP-refused, unreachable network; a full buffer without
+        ``stop_when_full``) loses that datagram: it will be retransmitted, or the peer
+        given up, like any loss.
+        """
+        sendto = self._sock.sendto
+        for index, (data, address) in enumerate(datagrams):
+            try:
+                sendto(data, address)
+            except BlockingIOError:
+                if stop_when_full:
+                    return index
+            except OSError:
+                continue
+        return len(datagrams)
+
+    def drain(
+        self,
+        limit: int,
+        batch: list[tuple[bytes, Any]],
+        normalise: Callable[[Any], Any] | None = None,
+    ) -> list[tuple[bytes, Any]]:
+        """``drain`` on this socket."""
+        return drain(self._sock, limit, batch, normalise, self._bufsize)
 
 
 def normalise_address(address: Address) -> Address:

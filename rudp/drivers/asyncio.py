@@ -46,13 +46,12 @@ from rudp.config import Config
 from rudp.drivers._common import (
     Address,
     DriverOptions,
-    drain,
     normalise_address,
     read_size,
     udp_socket,
 )
 from rudp.drivers.aio_connection import Connection, release_waiters
-from rudp.drivers.mmsg import batch_io
+from rudp.drivers.mmsg import datagram_io
 from rudp.events import Closed, Failed, FailureKind
 
 if TYPE_CHECKING:
@@ -83,7 +82,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self.config = config
         self._read_size = read_size(config)
         """Protocol configuration of every connection on this endpoint."""
-        self._batch_io = batch_io(sock, self._read_size)  # None: sendto/recvfrom instead
+        self._io = datagram_io(sock, self._read_size)  # batched on Linux
         self.options = options
         """Driver options."""
         self.recv_buffer = options.recv_buffer_for(config)
@@ -122,12 +121,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """Drain the socket, feed the endpoint once, then run a service pass."""
         first = (data, normalise_address(addr))
-        if self._batch_io is not None:
-            batch = self._batch_io.drain(self.options.recv_batch - 1, [first], self._normalise)
-        else:
-            batch = drain(
-                self._sock, self.options.recv_batch - 1, [first], self._normalise, self._read_size
-            )
+        batch = self._io.drain(self.options.recv_batch - 1, [first], self._normalise)
         self.endpoint.receive_datagrams(batch, self.loop.time())
         self.service()
 
@@ -233,22 +227,11 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         buffered = self._write_buffer_size
         if buffered is not None and not buffered():
             # While the transport holds nothing back, send on the socket directly: that is
-            # what transport.sendto does then, less its checks per datagram.  Errors are
-            # handled as it handles them; a full socket buffer hands this datagram and
-            # the rest to the transport, which queues them in order until the socket is
-            # writable.
-            if self._batch_io is not None:
-                sent = self._batch_io.send(datagrams, stop_when_full=True)
-            else:
-                sock_sendto = self._sock.sendto
-                for data, addr in datagrams:
-                    try:
-                        sock_sendto(data, addr)
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        self.error_received(exc)
-                    sent += 1
+            # what transport.sendto does then, less its checks per datagram.  A full socket
+            # buffer hands this datagram and the rest to the transport, which queues them
+            # in order until the socket is writable; any other error loses the datagram
+            # (the transport would pass it to error_received, which only logs it).
+            sent = self._io.send(datagrams, stop_when_full=True)
             if sent == len(datagrams):
                 return
         sendto = transport.sendto

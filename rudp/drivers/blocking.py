@@ -69,9 +69,9 @@ from typing import Any
 
 from rudp.config import Config
 from rudp.core.endpoint import Association, Endpoint
-from rudp.drivers._common import ConnectionLedger, DriverOptions, drain, read_size, udp_socket
+from rudp.drivers._common import ConnectionLedger, DriverOptions, read_size, udp_socket
 from rudp.drivers.lifetime import running_engines, undelivered_warning, warn
-from rudp.drivers.mmsg import batch_io
+from rudp.drivers.mmsg import datagram_io
 from rudp.errors import ConnectionFailed, LingerExpired, LocalProtocolError, Timeout
 from rudp.events import MessageReceived
 
@@ -229,7 +229,7 @@ class Engine:
         self.recv_buffer = options.recv_buffer_for(config)
         """Unread bytes per association before it is paused."""
         self.sock = udp_socket(family, options)
-        self._batch_io = batch_io(self.sock, self._read_size)  # None: sendto/recvfrom instead
+        self._io = datagram_io(self.sock, self._read_size)
         try:
             self._wake_r, self._wake_w = _socket.socketpair()
         except BaseException:
@@ -543,23 +543,13 @@ class Engine:
                 pass
 
     def _drain(self) -> list[tuple[bytes, Any]]:
-        if self._batch_io is not None:
-            return self._batch_io.drain(self.options.recv_batch, [])
-        return drain(self.sock, self.options.recv_batch, [], None, self._read_size)
+        return self._io.drain(self.options.recv_batch, [])
 
     def _send(self, datagrams: list[tuple[bytes, Any]]) -> None:
-        if self._batch_io is not None:
-            if datagrams:
-                self._batch_io.send(datagrams)
-            return
-        sendto = self.sock.sendto
-        for data, address in datagrams:
-            try:
-                sendto(data, address)
-            except OSError:
-                # Full socket buffer, ICMP-refused, unreachable network: the
-                # datagram is lost and will be retransmitted (or the peer given up).
-                continue
+        # A datagram the kernel refuses (full buffer, ICMP-refused, unreachable network) is
+        # lost: it will be retransmitted, or the peer given up.
+        if datagrams:
+            self._io.send(datagrams)
 
     def _dispatch_events(self) -> None:
         endpoint = self.endpoint

@@ -9,10 +9,11 @@ and half the throughput of the same program pinned to one core.  These calls nev
 and a burst of up to 64 datagrams is one syscall instead of 64.
 
 The functions come from the C library through ``ctypes.PyDLL``, whose calls keep the GIL.
-Where they are missing (not Linux, another C library), ``batch_io`` returns None and the
-drivers use ``sendto``/``recvfrom``; both paths give the same datagrams, addresses and
-error handling (tests/test_mmsg.py runs the drivers both ways).  The asyncio driver, one
-thread, uses it too: it saves the syscalls, and measured no slower (20 paired runs).
+Where they are missing (not Linux, another C library), ``datagram_io`` returns a
+``PlainIO`` and the drivers use ``sendto``/``recvfrom``; both paths give the same datagrams,
+addresses and error handling (tests/test_mmsg.py runs the drivers both ways).  The asyncio
+driver, one thread, uses it too: it saves the syscalls, and measured no slower (20 paired
+runs).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["BATCH", "BatchIO", "batch_io"]
+from rudp.drivers._common import PlainIO
+
+__all__ = ["BATCH", "BatchIO", "datagram_io"]
 
 BATCH = 64
 """Datagrams per syscall (the pacing burst, ``Config.pacing_burst``, by default)."""
@@ -152,7 +155,7 @@ def address_of(family: int, raw: bytes) -> tuple[Any, ...]:
     return (host, port, flowinfo, scope_id)
 
 
-class BatchIO:
+class BatchIO(PlainIO):
     """``send`` and ``drain`` for one non-blocking UDP socket, a batch per syscall.
 
     Not thread-safe: the drivers call it with their lock held (blocking) or from the
@@ -160,11 +163,10 @@ class BatchIO:
     """
 
     def __init__(self, sock: socket.socket, bufsize: int) -> None:
-        assert _LIBC is not None, "batch_io() decides whether BatchIO can be used"
+        assert _LIBC is not None, "datagram_io() decides whether BatchIO can be used"
         self._sendmmsg, self._recvmmsg = _LIBC
-        self._sock = sock
+        super().__init__(sock, bufsize)  # its send() takes what sendmmsg cannot (names)
         self._family = sock.family
-        self._bufsize = bufsize
         self._names: dict[Any, tuple[Any, int, int]] = {}  # address -> (buffer, pointer, size)
         self._addresses: dict[bytes, tuple[Any, ...]] = {}  # sockaddr -> address
         # Send side: message i always has iovec i, and one of it; names and iovecs change.
@@ -234,7 +236,7 @@ class BatchIO:
                         name, name_size = self._name(address)
                     except (OSError, ValueError, TypeError, IndexError, OverflowError):
                         rest = datagrams[start:]
-                        return start + self._send_one_by_one(rest, stop_when_full)
+                        return start + super().send(rest, stop_when_full=stop_when_full)
                     last_address = address
                     slot_names = self._slot_names  # _name may have started it afresh
                 size = len(data)
@@ -256,18 +258,6 @@ class BatchIO:
                 sent = 1  # this datagram is lost; go on with the next
             start += sent
         return total
-
-    def _send_one_by_one(self, datagrams: Sequence[tuple[bytes, Any]], stop_when_full: bool) -> int:
-        sendto = self._sock.sendto
-        for index, (data, address) in enumerate(datagrams):
-            try:
-                sendto(data, address)
-            except BlockingIOError:
-                if stop_when_full:
-                    return index
-            except OSError:
-                continue
-        return len(datagrams)
 
     def drain(
         self,
@@ -319,10 +309,10 @@ class BatchIO:
         return batch
 
 
-def batch_io(sock: socket.socket, bufsize: int) -> BatchIO | None:
-    """Batched I/O for a UDP socket where the C library has it, else None."""
+def datagram_io(sock: socket.socket, bufsize: int) -> PlainIO:
+    """Batched I/O for a UDP socket where the C library has it, else ``sendto``/``recvfrom``."""
     if _LIBC is None or sock.type != socket.SOCK_DGRAM:
-        return None
+        return PlainIO(sock, bufsize)
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return None
+        return PlainIO(sock, bufsize)
     return BatchIO(sock, bufsize)
