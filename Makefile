@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-goodput bench-handshake bench-flood bench-memory bench-aead bench-kernel fuzz fuzz-atheris cover clean
+.PHONY: demo test lint bench bench-compare bench-goodput bench-handshake bench-flood bench-memory bench-aead bench-kernel fuzz fuzz-atheris cover clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ bench-flood: $(STAMP)
 # RSS growth of a listener (blocking, asyncio, rudp.socket) under one hostile connection.
 bench-memory: $(STAMP)
 	$(BIN)/python bench/memory.py $(ARGS)
+
+# Loopback MB/s of this tree against a git revision, in alternating pairs (the machine's
+# drift hits both halves of a pair): make bench-compare REV=14c11b1 ARGS="--pairs 24".
+bench-compare: $(STAMP)
+	@test -n "$(REV)" || { echo "make bench-compare: give REV=<git revision>" >&2; exit 2; }
+	$(BIN)/python bench/compare.py $(REV) $(ARGS)
 
 # CPU per datagram with and without psk=, beside aioquic's TLS 1.3 (all in memory).
 bench-aead: $(STAMP)
