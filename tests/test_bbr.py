@@ -19,6 +19,7 @@ from rudp.config import Config
 from rudp.core.congestion import MIN_WINDOW, Bbr, NewReno, RateSample
 from rudp.core.congestion.bbr import (
     DRAIN_GAIN,
+    FLOORED_QUANTA,
     INITIAL_RTT_GUESS,
     MIN_PIPE_CWND,
     PACING_GRANULARITY,
@@ -142,6 +143,24 @@ def test_below_the_timer_granularity_the_window_bounds_the_flight() -> None:
     assert model.goodput(flow, 0.5, 1.0) >= 0.95 * rate
     _, _, slow, _ = single_flow(until=3.0)
     assert slow.pacing_rate <= 1.25 * slow.max_bw * 1.001
+
+
+def test_the_window_floor_keeps_a_slow_sub_millisecond_bottleneck_safe() -> None:
+    """100 Mbit/s, 0.3 ms, a 32-packet queue: the burst-released window fits the queue.
+
+    Its quantization budget is two quanta of the model's rate, not quanta of the floored
+    rate (which would grow with the window it sets): loss stays at Startup's, well under
+    1% of what was sent, the queue under 3 ms, and the link full.
+    """
+    rate = 8900.0
+    model, flow, cc, _ = single_flow(rate=rate, rtt=0.0002, queue=32, until=3.0)
+    assert cc.min_rtt < PACING_GRANULARITY and cc.pacing_rate > 2 * cc.max_bw  # floored
+    low, high = SEND_QUANTUM_PACKETS
+    quantum = min(max(cc.max_bw * 1.25 * 0.001, low), high)
+    assert cc.cwnd <= 2 * cc.bdp() + FLOORED_QUANTA * quantum + 1
+    assert flow.lost < 0.01 * flow.sent
+    assert model.mean_queue_delay(1.0, 3.0) < 0.003
+    assert model.goodput(flow, 1.0, 3.0) >= 0.97 * rate
 
 
 def test_drain_gain_and_probe_bw_cycle() -> None:
