@@ -263,3 +263,27 @@ def test_many_peers_overflow_the_address_caches_and_every_datagram_is_right() ->
         sender.close()
         for receiver in receivers:
             receiver.close()
+
+
+def test_a_cache_reset_within_one_burst_misdirects_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The name cache resets in the middle of one sendmmsg batch: the slots packed before
+    the reset still point at live buffers, so every datagram reaches its own peer."""
+    monkeypatch.setattr(mmsg, "ADDRESS_CACHE", 3)
+    receivers = [udp(socket.AF_INET, "127.0.0.1") for _ in range(8)]
+    sender = udp(socket.AF_INET, "127.0.0.1")
+    try:
+        io = batch(sender)
+        for round_ in range(3):
+            sent = [(b"%d-%d" % (round_, k), r.getsockname()) for k, r in enumerate(receivers)]
+            assert io.send(sent) == len(sent)
+        for k, receiver in enumerate(receivers):
+            receiver.settimeout(5.0)
+            assert [receiver.recvfrom(100)[0] for _ in range(3)] == [
+                b"%d-%d" % (r, k) for r in range(3)
+            ]
+    finally:
+        sender.close()
+        for receiver in receivers:
+            receiver.close()

@@ -195,16 +195,19 @@ class BatchIO(PlainIO):
             _POINTER.pack_into(self._recv_msgs, msg + _IOV_AT, iovs + i * _IOV_SIZE)
             _SIZE.pack_into(self._recv_msgs, msg + _IOVLEN_AT, 1)
 
-    def _name(self, address: Any) -> tuple[int, int]:
+    def _name(self, address: Any) -> tuple[Any, int, int]:
+        """(buffer, its address, length) of the C ``sockaddr`` for ``address``, cached."""
         entry = self._names.get(address)
         if entry is None:
             raw = sockaddr(self._family, address)
             if len(self._names) >= ADDRESS_CACHE:
-                self._names.clear()  # the buffers may go: no slot may point at them
+                # The buffers may go (send holds those of its own call): no slot may be
+                # taken to point at one any more.
+                self._names.clear()
                 self._slot_names = [0] * BATCH
             buffer = ctypes.create_string_buffer(raw, _NAME_SLOT)
             entry = self._names[address] = (buffer, ctypes.addressof(buffer), len(raw))
-        return entry[1], entry[2]
+        return entry
 
     def send(self, datagrams: Sequence[tuple[bytes, Any]], *, stop_when_full: bool = False) -> int:
         """Send the datagrams in order; returns how many were dealt with (all, unless
@@ -221,6 +224,7 @@ class BatchIO(PlainIO):
         pack_pointer, pack_uint, pack_iovec = _POINTER.pack_into, _UINT.pack_into, _IOVEC.pack_into
         last_address: Any = None
         name = name_size = 0
+        held: list[Any] = []  # the name buffers this call's slots point at, kept alive
         start = 0
         while start < total:
             end = min(start + BATCH, total)
@@ -233,10 +237,11 @@ class BatchIO(PlainIO):
                 data, address = datagrams[start + i]
                 if address is not last_address:  # a driver passes one tuple per peer
                     try:
-                        name, name_size = self._name(address)
+                        buffer, name, name_size = self._name(address)
                     except (OSError, ValueError, TypeError, IndexError, OverflowError):
                         rest = datagrams[start:]
                         return start + super().send(rest, stop_when_full=stop_when_full)
+                    held.append(buffer)  # a cache reset must not free it before the syscall
                     last_address = address
                     slot_names = self._slot_names  # _name may have started it afresh
                 size = len(data)
