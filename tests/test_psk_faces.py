@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from test_aio import FAST, echo, run
-from test_cli import LISTENING, CliProc, make_file, rudp_cli, sha256
+from test_cli import LISTENING, CliProc, make_file, sha256
 from test_cli import procs as procs  # the fixture: kills what a test started
 
 import rudp
@@ -316,6 +316,19 @@ def _receiver(out: Path, *options: str, env: dict[str, str] | None = None) -> Cl
     return CliProc([sys.executable, "-m", "rudp", *args, *options], env)
 
 
+def _keyed_receiver(
+    tmp_path: Path, procs: list[CliProc], *options: str, env: dict[str, str] | None = None
+) -> tuple[Path, CliProc, int]:
+    """A ``recv --once`` into a fresh ``out`` folder, listening with a key: (out, it, port)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    receiver = _receiver(out, "--timeout", "60s", *options, env=env)
+    procs.append(receiver)
+    port = receiver.port()
+    receiver.wait_for(re.escape(KEYED))
+    return out, receiver, port
+
+
 def _sender(src: Path, port: int, *options: str, env: dict[str, str] | None = None) -> CliProc:
     args = ["send", str(src), f"127.0.0.1:{port}", "-q"]
     return CliProc([sys.executable, "-m", "rudp", *args, *options], env)
@@ -326,14 +339,9 @@ def test_cli_transfer_with_the_key(
     tmp_path: Path, key_path: Path, procs: list[CliProc], via: str
 ) -> None:
     src = make_file(tmp_path / "data.bin", 300_000, seed=5)
-    out = tmp_path / "out"
-    out.mkdir()
     flag = ("--psk-file", str(key_path)) if via == "flag" else ()
     env = {PSK_FILE_ENV: str(key_path)} if via == "env" else None
-    receiver = _receiver(out, "--timeout", "60s", *flag, env=env)
-    procs.append(receiver)
-    port = receiver.port()
-    receiver.wait_for(re.escape(KEYED))
+    out, receiver, port = _keyed_receiver(tmp_path, procs, *flag, env=env)
     sender = _sender(src, port, *flag, env=env)
     procs.append(sender)
     assert sender.finish(60) == 0, sender.text
@@ -348,12 +356,7 @@ def test_cli_sender_without_the_key_fails_and_nothing_is_stored(
     tmp_path: Path, key_path: Path, procs: list[CliProc], sender_key: str
 ) -> None:
     src = make_file(tmp_path / "data.bin", 50_000, seed=6)
-    out = tmp_path / "out"
-    out.mkdir()
-    receiver = _receiver(out, "--timeout", "60s", "--psk-file", str(key_path))
-    procs.append(receiver)
-    port = receiver.port()
-    receiver.wait_for(re.escape(KEYED))
+    out, receiver, port = _keyed_receiver(tmp_path, procs, "--psk-file", str(key_path))
     key_option: tuple[str, ...] = ()
     if sender_key == "other":
         other = tmp_path / "other.key"
@@ -426,15 +429,7 @@ def test_cli_key_file_flag_wins_over_the_environment(
     tmp_path: Path, key_path: Path, procs: list[CliProc]
 ) -> None:
     """``--psk-file`` is used when given, so a stale ``$RUDP_PSK_FILE`` does not matter."""
-    out = tmp_path / "out"
-    out.mkdir()
-    receiver = rudp_cli(
-        "recv", "--listen", "127.0.0.1:0", "--output", str(out), "--once", "-q",
-        "--timeout", "60s", "--psk-file", str(key_path),
-    )  # fmt: skip
-    procs.append(receiver)
-    port = receiver.port()
-    receiver.wait_for(re.escape(KEYED))
+    out, receiver, port = _keyed_receiver(tmp_path, procs, "--psk-file", str(key_path))
     src = make_file(tmp_path / "data.bin", 10_000, seed=7)
     stale = {PSK_FILE_ENV: str(tmp_path / "missing.key")}
     sender = _sender(src, port, "--psk-file", str(key_path), env=stale)
