@@ -54,7 +54,7 @@ from rudp.events import (
 )
 from rudp.sock import AF_INET, AF_INET6, SOCK_DGRAM, socket
 
-__version__ = "0.5.0"  # wire version 5 (specs/protocol.md revision 5)
+__version__ = "0.6.0"  # wire version 6 (specs/protocol.md revision 6)
 
 __all__ = [
     "AF_INET",

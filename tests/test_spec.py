@@ -421,7 +421,7 @@ def test_s3_1_field_offsets_sizes_byte_order() -> None:
     )
     data = wire.encode(packet)
     expected_body = (
-        bytes([5, 3, 1, 1])  # version 5, DATA, ACK_NOW, one SACK block
+        bytes([6, 3, 1, 1])  # version 6, DATA, ACK_NOW, one SACK block
         + bytes.fromhex("0102030405060708")  # 4: connection id
         + bytes.fromhex("0A0B0C0D")  # 12: packet number
         + bytes.fromhex("11223344")  # 16: seq
@@ -2576,13 +2576,13 @@ def _version_1_datagram(ptype: int, cid: int, seq: int, ack: int, payload: bytes
 
 
 def test_s15_1_other_versions_dropped_silently() -> None:
-    """§15.1-1: a datagram of any version but 5 is dropped with no reply, in every state."""
+    """§15.1-1: a datagram of any version but 6 is dropped with no reply, in every state."""
     listener = _engine(None, is_client=False)
     handshake = wire.encode_handshake(wire.Handshake(CLIENT_ID, 1400))
     # A genuine version-1 SYN (42 bytes, CRC valid) and version-4 layouts with other versions.
     syns = [_version_1_datagram(1, 0, 77, 0, handshake)] + [
         _raw(version=version, ptype=1, cid=0, payload=handshake)
-        for version in (0, 1, 2, 3, 4, 6, 0x7F, 0xFF)
+        for version in (0, 1, 2, 3, 4, 5, 7, 0x7F, 0xFF)
     ]
     for syn in syns:
         before = _snapshot(listener)
@@ -2590,7 +2590,7 @@ def test_s15_1_other_versions_dropped_silently() -> None:
         _assert_dropped_without_effect(listener, before, 0.0)
         assert listener.state is ConnectionState.LISTEN
     peer = _server_under_test()
-    for version in (0, 1, 2, 3, 4, 6, 0xFF):
+    for version in (0, 1, 2, 3, 4, 5, 7, 0xFF):
         for ptype, payload in ((3, b"data"), (4, b""), (5, b""), (6, b""), (7, PEER_TOKEN)):
             data = _raw(
                 version=version,

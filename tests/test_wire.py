@@ -57,7 +57,7 @@ def test_packet_keeps_its_field_order_with_the_new_fields_last() -> None:
     assert Packet._fields[-3:] == ("packet_number", "largest_received", "ack_delay")
     packet = Packet(PacketType.ACK, 0, 1, 2, 3, 4, 0, (), b"")
     assert (packet.packet_number, packet.largest_received, packet.ack_delay) == (0, 0, 0)
-    assert wire.VERSION == 5
+    assert wire.VERSION == 6
 
 
 def test_field_offsets_are_big_endian_as_specified() -> None:
@@ -75,7 +75,7 @@ def test_field_offsets_are_big_endian_as_specified() -> None:
         sack=((0xA0A1A2A3, 0xB0B1B2B3),),
     )
     datagram = wire.encode(packet)
-    assert datagram[0] == wire.VERSION == 5
+    assert datagram[0] == wire.VERSION == 6
     assert datagram[1] == PacketType.DATA
     assert datagram[2] == 1
     assert datagram[3] == 1
@@ -116,7 +116,8 @@ def test_checksum_is_checked_before_fields() -> None:
         (0, 2, "version"),
         (0, 3, "version"),
         (0, 4, "version"),
-        (0, 6, "version"),
+        (0, 5, "version"),
+        (0, 7, "version"),
         (1, 0, "type"),
         (1, 12, "type"),
         (1, 200, "type"),

@@ -122,6 +122,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rudp.config import Config
+from rudp.core.answer_tags import AnswerTags
 from rudp.core.association import Address, Association
 from rudp.core.connection_like import ConnectionFactory as ConnectionFactory
 from rudp.core.connection_like import ConnectionLike as ConnectionLike
@@ -133,7 +134,15 @@ from rudp.core.retry import DEFAULT_RETRY_THRESHOLD, REFUSED, VALIDATED, Address
 from rudp.core.state import ConnectionState
 from rudp.core.stateless_reset import DEFAULT_RESET_BURST, DEFAULT_RESET_RATE, StatelessResets
 from rudp.core.tokens import STATIC_KEY_SIZE
-from rudp.core.wire import Handshake, Packet, PacketType, decode, decode_handshake
+from rudp.core.wire import (
+    NO_RESET_TOKEN,
+    Handshake,
+    Packet,
+    PacketType,
+    decode,
+    decode_handshake,
+    noise_message,
+)
 from rudp.errors import BadPacket, ConnectionLimitExceeded
 from rudp.events import Connected, Event, Failed, MessageReceived
 
@@ -180,7 +189,9 @@ class Endpoint:
         self._resets = StatelessResets(
             static_key, self.stats, stateless_reset_rate, stateless_reset_burst
         )
-        self._retry = RetryGate(static_key, retry, retry_threshold)
+        psk = self.config.psk
+        self._tags = None if psk is None else AnswerTags(psk)
+        self._retry = RetryGate(static_key, retry, retry_threshold, self._tags)
         self._reset_output: list[tuple[bytes, Address]] = []
         self._rng = rng
         self._factory: ConnectionFactory = connection_factory or default_factory
@@ -261,7 +272,12 @@ class Endpoint:
     def _refuse_syn(
         self, packet: Packet, handshake: Handshake, address: Address, now: float
     ) -> None:
-        reset = self._resets.refuse(packet, handshake, now)
+        # Section 6.8.1-1: with a key, the refusal carries the answer tag of the SYN's Noise
+        # message, so that a keyed client can believe it (it takes nothing else unsealed).
+        tags = self._tags
+        message = noise_message(packet.payload) if tags is not None else None
+        token = NO_RESET_TOKEN if tags is None or message is None else tags.refusal(message)
+        reset = self._resets.refuse(packet, handshake, now, token)
         if reset is not None:
             self._reset_output.append((reset, address))
 

@@ -198,10 +198,16 @@ class Opening:
             not self._is_client
             or self.retry_token is not None
             or wire.expand_seq(packet.ack, self._sender.snd_una) != self._sender.snd_una
-            or not self._sm.apply(Input.RECV_RETRY)
         ):
             return REJECTED
-        self.retry_token = bytes(packet.payload)
+        payload = bytes(packet.payload)
+        if self._secure is not None:
+            token = self._secure.retry_token(payload)  # section 6.8.1-4: only a tagged one
+        else:
+            token = payload if len(payload) == wire.RETRY_TOKEN_SIZE else None
+        if token is None or not self._sm.apply(Input.RECV_RETRY):
+            return REJECTED
+        self.retry_token = token
         # No RTT sample from the RETRY: the SYN_ACK's echo names the SYN that carries the
         # token, and that transmission's send time gives the handshake's sample.
         self.start(now)

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
+from rudp.core.answer_tags import AnswerTags
 from rudp.core.endpoint_stats import EndpointStats
 from rudp.core.migration import AddressBudget as AddressBudget  # re-exported
 from rudp.core.tokens import retry_key, retry_mac, tokens_equal
-from rudp.core.wire import RETRY_TOKEN_STRUCT, Packet, encode_retry, syn_token
+from rudp.core.wire import RETRY_TOKEN_STRUCT, Packet, encode_retry, noise_message, syn_token
 
 __all__ = [
     "BUCKETS_ACCEPTED",
@@ -88,15 +89,18 @@ def bucket_of(now: float) -> int:
 class RetryGate:
     """Issuing and checking retry tokens; the policy of ``Endpoint(retry=...)``."""
 
-    __slots__ = ("_keys", "_static_key", "mode", "output", "threshold")
+    __slots__ = ("_keys", "_static_key", "_tags", "mode", "output", "threshold")
 
-    def __init__(self, static_key: bytes, mode: str, threshold: int) -> None:
+    def __init__(
+        self, static_key: bytes, mode: str, threshold: int, tags: AnswerTags | None = None
+    ) -> None:
         if mode not in RETRY_MODES:
             raise ValueError(f"retry must be one of {', '.join(RETRY_MODES)}")
         if threshold < 0:
             raise ValueError("retry_threshold must be >= 0")
         retry_key(static_key, 0)  # refuses a key too short, here rather than per SYN
         self._static_key = static_key
+        self._tags = tags  # a keyed endpoint's: its RETRYs carry answer tags (6.8.1)
         self.mode = mode
         """``"always"``, ``"under_load"`` or ``"never"`` (module docs)."""
         self.threshold = threshold
@@ -165,5 +169,11 @@ class RetryGate:
         return tokens_equal(mac, expected)
 
     def retry(self, syn: Packet, client_id: int, address: Any, now: float) -> bytes:
-        """The RETRY datagram answering ``syn`` (62 bytes, smaller than any SYN)."""
-        return encode_retry(client_id, syn, self.issue(address, client_id, now))
+        """The RETRY datagram answering ``syn`` (62 bytes, smaller than any SYN; with a
+        key and a keyed SYN, 78 bytes against its 146, with the answer tag)."""
+        token = self.issue(address, client_id, now)
+        # Section 6.8.1-3: a keyed SYN is answered with the token and its retry tag.
+        message = noise_message(syn.payload) if self._tags is not None else None
+        if self._tags is None or message is None:
+            return encode_retry(client_id, syn, token)
+        return encode_retry(client_id, syn, token, self._tags.retry(message, token))

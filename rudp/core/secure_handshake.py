@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 
 from rudp.core import wire
+from rudp.core.answer_tags import AnswerTags
 from rudp.core.noise import KEY_SIZE, HandshakeState
 from rudp.core.protection import PacketProtection
 from rudp.core.wire import Flags, Handshake, Packet, PacketType
@@ -47,6 +48,7 @@ class SecureHandshake:
             prologue=PROLOGUE,
         )
         self._is_client = is_client
+        self._tags = AnswerTags(psk)
         self.message: bytes | None = None
         """Our Noise message, once written (every retransmission carries it again)."""
         self._peer_message: bytes | None = None
@@ -102,10 +104,30 @@ class SecureHandshake:
         if packet.type in _CLEAR_TYPES:
             return packet
         protection = self.protection
+        if protection is None and packet.type is PacketType.RESET and self._is_refusal(packet):
+            return packet  # section 6.8.1-2: a refusal of our SYN by a holder of the key
         if protection is None or not packet.flags & _SEALED:
             self.failures += 1
             return None
         return protection.open(packet)  # counts its own failures and replays
+
+    def _is_refusal(self, packet: Packet) -> bool:
+        message = self.message
+        return (
+            self._is_client
+            and message is not None
+            and not packet.flags & _SEALED
+            and self._tags.is_refusal(packet.payload, message)
+        )
+
+    def retry_token(self, payload: bytes) -> bytes | None:
+        """The token of a RETRY answering our SYN, or None (counted) unless its answer tag
+        shows a holder of the key made it for our Noise message (section 6.8.1-4)."""
+        message = self.message
+        token = None if message is None else self._tags.retry_token(payload, message)
+        if token is None:
+            self.failures += 1
+        return token
 
     def outbound(self, datagrams: list[bytes]) -> list[bytes]:
         """What may go out: once the keys exist, everything (the encoders sealed all but

@@ -122,12 +122,15 @@ class StatelessResets:
         cid = packet.connection_id
         return encode_stateless_reset(cid, reset_token(self._key, cid))
 
-    def refuse(self, syn: Packet, handshake: Handshake, now: float) -> bytes | None:
+    def refuse(
+        self, syn: Packet, handshake: Handshake, now: float, token: bytes = NO_RESET_TOKEN
+    ) -> bytes | None:
         """A RESET refusing a SYN an endpoint limit turned away (section 13.4), or None.
 
         No state is kept: it names the client's id and acknowledges exactly its SYN,
-        which is what a client in SYN_SENT requires of a RESET (section 6.4).  58 bytes
-        against the SYN's 68, and rate-limited with the stateless resets, so a spoofed
+        which is what a client in SYN_SENT requires of a RESET (section 6.4); ``token`` is
+        a keyed endpoint's answer tag (section 6.8.1).  58 bytes against the SYN's 68, and
+        rate-limited with the stateless resets, so a spoofed
         SYN flood cannot use it as an amplifier.
         """
         if not self._limiter.take(now):
@@ -135,7 +138,7 @@ class StatelessResets:
             return None
         acks = AckFields(syn.seq + 1, 0, syn.packet_number, 0)
         cid = handshake.source_connection_id
-        return encode_fields(PacketType.RESET, 0, cid, 0, 0, acks, NO_RESET_TOKEN, ())
+        return encode_fields(PacketType.RESET, 0, cid, 0, 0, acks, token, ())
 
     # --- routing received resets (section 6.6.1) --------------------------------------
 

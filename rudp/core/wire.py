@@ -43,6 +43,7 @@ from rudp.core.seqnum import SEQ_MODULUS as SEQ_MODULUS
 from rudp.core.seqnum import expand_seq as expand_seq
 from rudp.core.seqnum import wire_seq as wire_seq
 from rudp.core.wire_schema import AEAD_TAG_SIZE as AEAD_TAG_SIZE
+from rudp.core.wire_schema import ANSWER_TAG_SIZE as ANSWER_TAG_SIZE
 from rudp.core.wire_schema import BODY as BODY
 from rudp.core.wire_schema import DATAGRAM as DATAGRAM
 from rudp.core.wire_schema import HANDSHAKE as HANDSHAKE
@@ -58,6 +59,7 @@ from rudp.core.wire_schema import SACK_BLOCK as SACK_BLOCK
 from rudp.core.wire_schema import STATELESS_RESET as STATELESS_RESET
 from rudp.core.wire_schema import STATELESS_RESET_DATAGRAM as STATELESS_RESET_DATAGRAM
 from rudp.core.wire_schema import SYN_WITH_TOKEN as SYN_WITH_TOKEN
+from rudp.core.wire_schema import TAGGED_RETRY as TAGGED_RETRY
 from rudp.core.wire_schema import VERSION as VERSION
 from rudp.core.wire_schema import Flags as Flags
 from rudp.core.wire_schema import PacketType as PacketType
@@ -77,7 +79,9 @@ HANDSHAKE_STRUCT = _derive_struct(HANDSHAKE)
 HANDSHAKE_SIZE = HANDSHAKE_STRUCT.size
 RETRY_TOKEN_STRUCT = _derive_struct(RETRY_TOKEN)
 RETRY_TOKEN_SIZE = RETRY_TOKEN_STRUCT.size
-"""Bytes of a retry token (20): the payload of RETRY."""
+"""Bytes of a retry token (20): the payload of an unkeyed RETRY."""
+TAGGED_RETRY_SIZE = TAGGED_RETRY.sizeof()
+"""Payload length of a keyed RETRY (36): the token, then its answer tag (section 6.8.1)."""
 SYN_WITH_TOKEN_SIZE = HANDSHAKE_SIZE + RETRY_TOKEN_SIZE
 """Payload length of a SYN that echoes a retry token (46)."""
 NOISE_MESSAGE_SIZE = NOISE_MESSAGE.sizeof()
@@ -103,11 +107,11 @@ _PAYLOAD_SIZES: dict[PacketType, int] = {
     PacketType.RESET: RESET_TOKEN_SIZE,
     PacketType.PATH_CHALLENGE: PATH_DATA_SIZE,
     PacketType.PATH_RESPONSE: PATH_DATA_SIZE,
-    PacketType.RETRY: RETRY_TOKEN_SIZE,
 }
-"""The exact payload length of each type but SYN and SYN_ACK that has one (the others
-carry none).  A handshake carries its block, a SYN perhaps a retry token, and either
-perhaps a Noise message (``_SYN_SIZES``, ``_SYN_ACK_SIZES``)."""
+"""The exact payload length of each type but SYN, SYN_ACK and RETRY that has one (the
+others carry none).  A handshake carries its block, a SYN perhaps a retry token, and either
+perhaps a Noise message (``_SYN_SIZES``, ``_SYN_ACK_SIZES``); a RETRY its token, and with a
+key the token's answer tag."""
 _MAX_U16 = 0xFFFF
 _MAX_U32 = 0xFFFFFFFF
 ACK_DELAY_UNIT = 8e-6
@@ -206,6 +210,9 @@ def check_semantics(packet: Packet) -> None:
     elif ptype is PacketType.SYN_ACK:
         if size not in _SYN_ACK_SIZES:
             raise BadPacket("SYN_ACK payload has the wrong length")
+    elif ptype is PacketType.RETRY:
+        if size != RETRY_TOKEN_SIZE and size != TAGGED_RETRY_SIZE:
+            raise BadPacket("RETRY payload has the wrong length")
     elif size != _PAYLOAD_SIZES.get(ptype, 0):
         raise BadPacket(f"{ptype.name} payload has the wrong length")
 
@@ -546,14 +553,16 @@ def noise_message(payload: bytes) -> bytes | None:
     return bytes(payload[-NOISE_MESSAGE_SIZE:])
 
 
-def encode_retry(client_id: int, syn: Packet, token: bytes) -> bytes:
+def encode_retry(client_id: int, syn: Packet, token: bytes, tag: bytes = b"") -> bytes:
     """The RETRY answering ``syn`` (section 6.2.1): to the client's id, acknowledging its
-    ISN, echoing its packet number, carrying ``token``; stateless, so ``seq`` and the
-    packet number are 0."""
+    ISN, echoing its packet number, carrying ``token`` (and with a key its answer ``tag``,
+    section 6.8.1); stateless, so ``seq`` and the packet number are 0."""
     if len(token) != RETRY_TOKEN_SIZE:
         raise ValueError("a retry token is 20 bytes")
+    if len(tag) not in (0, ANSWER_TAG_SIZE):
+        raise ValueError("an answer tag is 16 bytes")
     acks = AckFields(syn.seq + 1, 0, syn.packet_number, 0)
-    return encode_fields(PacketType.RETRY, 0, client_id, 0, 0, acks, token)
+    return encode_fields(PacketType.RETRY, 0, client_id, 0, 0, acks, token + tag)
 
 
 def peek_type(datagram: bytes) -> int:

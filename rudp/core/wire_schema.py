@@ -17,6 +17,7 @@ import construct as cs
 
 __all__ = [
     "AEAD_TAG_SIZE",
+    "ANSWER_TAG_SIZE",
     "BODY",
     "DATAGRAM",
     "HANDSHAKE",
@@ -32,20 +33,23 @@ __all__ = [
     "STATELESS_RESET",
     "STATELESS_RESET_DATAGRAM",
     "SYN_WITH_TOKEN",
+    "TAGGED_RETRY",
     "VERSION",
     "Flags",
     "PacketType",
     "derive_struct",
 ]
 
-VERSION = 5
+VERSION = 6
 """The only version this implementation speaks (specs/protocol.md section 15).  Version 2
 added the packet number, the echo of the largest one received and the ack delay; version 3
 the stateless-reset token in the handshake block, the token in RESET, the compact
 STATELESS_RESET datagram and the path-validation packets; version 4 the RETRY packet and
 the retry token a SYN may carry after its handshake block (stateless address validation);
 version 5 the SEALED flag and the Noise message a handshake carries with a pre-shared key
-(authenticated encryption, section 3.7)."""
+(authenticated encryption, section 3.7); version 6 the answer tags, with which a keyed
+server authenticates the two answers it gives without a handshake, a refusing RESET and a
+RETRY (section 6.8.1)."""
 
 
 class PacketType(enum.IntEnum):
@@ -154,6 +158,16 @@ RETRY_TOKEN = cs.Struct(
 
 SYN_WITH_TOKEN = cs.Struct("handshake" / HANDSHAKE, "token" / RETRY_TOKEN)
 """The payload of a SYN answering a RETRY: the handshake block, then the retry token."""
+
+ANSWER_TAG_SIZE = 16
+"""Bytes of an answer tag (section 6.8.1): HMAC-SHA256 truncated, as a reset token."""
+
+TAGGED_RETRY = cs.Struct(
+    "token" / RETRY_TOKEN,
+    # Keyed only: proves the RETRY comes from a holder of the PSK who read this very SYN.
+    "tag" / cs.Bytes(ANSWER_TAG_SIZE),
+)
+"""Payload of a keyed server's RETRY: the retry token, then its answer tag (section 6.8.1)."""
 
 AEAD_TAG_SIZE = 16
 """Bytes of a ChaCha20-Poly1305 tag: what sealing adds to a payload (section 3.7)."""
