@@ -22,6 +22,10 @@ every link's next arrival, the next flow start), like
 :class:`~rudp.testing.Simulator`.  Every random draw comes from generators
 derived from one seed (:func:`~rudp.testing.derive_rng`), so a seed replays a
 run exactly.  Only the public sans-IO surface of the connections is used.
+
+This module is the event loop.  The scenario and result types it fills in are in
+``rudp.testing.bottleneck_scenario`` and the measures over a result in
+``rudp.testing.bottleneck_measures``; every name is importable from here too.
 """
 
 from __future__ import annotations
@@ -29,16 +33,20 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
-from rudp.config import Config
 from rudp.events import Connected, Failed, MessageReceived
-from rudp.testing.link import GilbertElliott, Link, LinkProfile, LinkStats
+from rudp.testing.bottleneck_measures import (
+    bdp_packets,
+    jain_index,
+    mean_queue_delay,
+    overflow_loss_fraction,
+    standing_queue_delay,
+)
+from rudp.testing.bottleneck_scenario import STARTUP_MIN as STARTUP_MIN
+from rudp.testing.bottleneck_scenario import STARTUP_RTTS as STARTUP_RTTS
+from rudp.testing.bottleneck_scenario import Bottleneck, BottleneckResult, Flow, FlowResult
+from rudp.testing.link import Link, LinkProfile
 from rudp.testing.simulator import derive_rng
-
-if TYPE_CHECKING:
-    from rudp.core.stats import Stats
 
 __all__ = [
     "Bottleneck",
@@ -52,278 +60,6 @@ __all__ = [
     "run_bottleneck",
     "standing_queue_delay",
 ]
-
-STARTUP_RTTS = 30
-"""Start-up is taken to last ``STARTUP_RTTS`` base RTTs (at least ``STARTUP_MIN``
-seconds) after a flow starts: long enough for slow start or BBR's STARTUP and
-DRAIN, and the loss recovery that ends them, to be over."""
-STARTUP_MIN = 1.0
-"""Shortest start-up period, seconds (see ``STARTUP_RTTS``)."""
-
-
-def bdp_packets(rate_bps: float, rtt: float, datagram_size: int = 1400) -> float:
-    """The bandwidth-delay product in datagrams: ``rate_bps * rtt / 8 / datagram_size``."""
-    return rate_bps * rtt / 8.0 / datagram_size
-
-
-@dataclass(frozen=True)
-class Bottleneck:
-    """The shared link: its rate, its tail-drop FIFO and the delay every flow's path has."""
-
-    rate_bps: float
-    """Bandwidth of the shared link, bits per second."""
-    queue_limit: int
-    """Datagrams the FIFO holds, the one being serialised included (tail drop beyond)."""
-    delay: float = 0.0
-    """One-way propagation delay of every flow, each direction, seconds."""
-
-    def __post_init__(self) -> None:
-        LinkProfile(rate_bps=self.rate_bps, queue_limit=self.queue_limit, delay=self.delay)
-
-
-@dataclass(frozen=True)
-class Flow:
-    """One connection across the bottleneck: a client sending ``size`` bytes to its server."""
-
-    size: int | None = None
-    """Bytes to deliver; ``None`` keeps the sender backlogged until the run ends."""
-    start: float = 0.0
-    """Virtual time at which the client connects and starts sending."""
-    extra_delay: float = 0.0
-    """One-way delay added to ``Bottleneck.delay`` in each direction (so RTTs can differ)."""
-    loss: float = 0.0
-    """Random loss of the data direction, before the shared queue."""
-    burst: GilbertElliott | None = None
-    """Bursty loss of the data direction (replaces ``loss`` when set)."""
-    reverse_loss: float = 0.0
-    """Random loss of the ack direction."""
-    reverse_burst: GilbertElliott | None = None
-    """Bursty loss of the ack direction (replaces ``reverse_loss`` when set)."""
-    controller: str | None = None
-    """Congestion controller of the sender; ``None`` keeps ``config``'s."""
-    config: Config | None = None
-    """Configuration of both ends (default ``Config()``)."""
-    message_size: int = 16384
-    """Bytes per message handed to ``send()``; the last one may be shorter."""
-
-    def __post_init__(self) -> None:
-        if self.size is not None and self.size < 1:
-            raise ValueError("size must be positive or None")
-        if self.start < 0 or self.extra_delay < 0:
-            raise ValueError("start and extra_delay must be >= 0")
-        if self.message_size < 1:
-            raise ValueError("message_size must be positive")
-        LinkProfile(loss=self.loss, burst=self.burst)
-        LinkProfile(loss=self.reverse_loss, burst=self.reverse_burst)
-
-    def resolved_config(self) -> Config:
-        """``config`` with ``controller`` applied."""
-        config = self.config if self.config is not None else Config()
-        if self.controller is not None:
-            config = replace(config, congestion_control=self.controller)
-        return config
-
-
-@dataclass
-class FlowResult:
-    """What one flow did.  Per-bin lists are indexed by ``int(time / bin_width)``."""
-
-    flow: Flow
-    """The flow's specification."""
-    controller: str
-    """Name of the sender's congestion controller."""
-    base_rtt: float
-    """Propagation RTT plus one full datagram's serialisation at the bottleneck: the
-    RTT of an empty queue."""
-    bin_width: float
-    """Width of the time bins, seconds."""
-    delivered: list[int] = field(default_factory=list)
-    """Bytes delivered in order to the receiving application, per bin."""
-    offered: list[int] = field(default_factory=list)
-    """Datagrams that reached the shared queue, per bin."""
-    overflowed: list[int] = field(default_factory=list)
-    """Datagrams the full queue dropped, per bin."""
-    delivered_bytes: int = 0
-    """Bytes of ``MessageReceived`` events, total."""
-    messages_delivered: int = 0
-    """``MessageReceived`` events, total."""
-    misdelivered: int = 0
-    """Messages that arrived out of order, twice or altered (always 0 unless rudp is broken)."""
-    connected_at: float | None = None
-    """When the client's ``Connected`` event came."""
-    completed_at: float | None = None
-    """When the last byte of ``size`` reached the receiving application (``None``: never)."""
-    failure: Failed | None = None
-    """A ``Failed`` event of either end, if one came."""
-    sent_datagrams: int = 0
-    """Datagrams the client sent (handshake, data, acks)."""
-    random_drops: int = 0
-    """Client datagrams lost at random before the queue."""
-    overflow_drops: int = 0
-    """Client datagrams the full queue dropped."""
-    queue_wait_total: float = 0.0
-    """Sum over the flow's datagrams that left the queue of the time they waited
-    behind others (their own serialisation excluded), seconds."""
-    queue_departures: int = 0
-    """Datagrams of this flow that left the shared queue."""
-    access: LinkStats = field(default_factory=LinkStats)
-    """Counters of the data path up to the shared queue (where the random loss is)."""
-    reverse: LinkStats = field(default_factory=LinkStats)
-    """Counters of the ack path."""
-    sender_stats: Stats | None = None
-    """The client's ``stats`` when the run ended."""
-    receiver_stats: Stats | None = None
-    """The server's ``stats`` when the run ended."""
-    cwnd: list[int] = field(default_factory=list)
-    """The sender's congestion window at each queue sample time (0 before the start)."""
-    srtt: list[float | None] = field(default_factory=list)
-    """The sender's smoothed RTT at each queue sample time."""
-
-    @property
-    def complete(self) -> bool:
-        """``size`` bytes were delivered (never true for a backlogged flow)."""
-        return self.completed_at is not None
-
-    @property
-    def startup_end(self) -> float:
-        """End of the start-up period (see ``STARTUP_RTTS``)."""
-        return self.flow.start + max(STARTUP_MIN, STARTUP_RTTS * self.base_rtt)
-
-    @property
-    def mean_queue_wait(self) -> float:
-        """Mean wait of this flow's datagrams in the shared queue, seconds."""
-        return self.queue_wait_total / self.queue_departures if self.queue_departures else 0.0
-
-    def goodput_bps(self, t0: float | None = None, t1: float | None = None) -> float:
-        """Delivered bits per second over the bins within ``[t0, t1)``.
-
-        ``t0`` defaults to the flow's start, ``t1`` to its completion or the
-        end of the recorded bins.  Both are rounded to bin edges.
-        """
-        width = self.bin_width
-        if t0 is None:
-            t0 = self.flow.start
-        if t1 is None:
-            t1 = self.completed_at if self.completed_at is not None else len(self.delivered) * width
-        first, last = round(t0 / width), max(round(t0 / width), math.ceil(t1 / width - 1e-9))
-        if last <= first:
-            return 0.0
-        return sum(self.delivered[first:last]) * 8.0 / ((last - first) * width)
-
-
-@dataclass
-class BottleneckResult:
-    """The outcome of :func:`run_bottleneck`."""
-
-    seed: int
-    """The seed of the run: pass it again to replay the run exactly."""
-    bottleneck: Bottleneck
-    """The shared link's specification."""
-    flows: list[FlowResult]
-    """Per flow, in the order given."""
-    duration: float
-    """Virtual time when the run stopped."""
-    steps: int
-    """Clock jumps taken."""
-    stop_reason: str
-    """``"complete"`` (every sized flow done), ``"duration"``, ``"max_time"``,
-    ``"max_steps"`` or ``"idle"`` (nothing left scheduled)."""
-    sample_interval: float
-    """Spacing of the queue samples, seconds."""
-    sample_times: list[float] = field(default_factory=list)
-    """Times of the queue samples (``k * sample_interval``)."""
-    queue_packets: list[int] = field(default_factory=list)
-    """Datagrams in the shared queue at each sample time."""
-    queue_delay: list[float] = field(default_factory=list)
-    """Wait a datagram arriving at each sample time would have before its own
-    serialisation starts, seconds (the time to drain what is queued)."""
-    max_queue: int = 0
-    """Most datagrams ever in the shared queue (checked after every arrival)."""
-    link: LinkStats = field(default_factory=LinkStats)
-    """Counters of the shared link."""
-
-    @property
-    def finished(self) -> bool:
-        """Every sized flow completed and nothing failed."""
-        return all(f.failure is None and (f.flow.size is None or f.complete) for f in self.flows)
-
-    @property
-    def min_rtt(self) -> float:
-        """The smallest ``base_rtt`` of the flows."""
-        return min(f.base_rtt for f in self.flows)
-
-
-def jain_index(values: Sequence[float]) -> float:
-    """Jain's fairness index ``(sum x)^2 / (n * sum x^2)``: 1 if all equal, 1/n if one takes all.
-
-    ``nan`` when every value is zero (no allocation to judge; compares false with any
-    threshold).  Raises ``ValueError`` for an empty sequence or a negative value.
-    """
-    if not values:
-        raise ValueError("jain_index of no values")
-    if any(v < 0 for v in values):
-        raise ValueError("jain_index needs non-negative values")
-    squares = sum(v * v for v in values)
-    if squares == 0:
-        return math.nan
-    return sum(values) ** 2 / (len(values) * squares)
-
-
-def _window(result: BottleneckResult, t0: float | None, t1: float | None) -> list[int]:
-    start = -math.inf if t0 is None else t0
-    end = math.inf if t1 is None else t1
-    return [i for i, t in enumerate(result.sample_times) if start <= t < end]
-
-
-def mean_queue_delay(
-    result: BottleneckResult, t0: float | None = None, t1: float | None = None
-) -> float:
-    """Time-average of the sampled queueing delay within ``[t0, t1)``, seconds."""
-    delays = result.queue_delay
-    picked = _window(result, t0, t1)
-    return sum(delays[i] for i in picked) / len(picked) if picked else 0.0
-
-
-def standing_queue_delay(
-    result: BottleneckResult,
-    t0: float | None = None,
-    t1: float | None = None,
-    window: float | None = None,
-) -> float:
-    """Mean over consecutive ``window``-long intervals of ``[t0, t1)`` of the least sampled delay.
-
-    A queue that drains within an interval was a burst; the delay that never
-    drained is the standing queue (CoDel's definition).  ``window`` defaults to
-    ``result.min_rtt`` (it should span several samples); ``t0`` defaults to the
-    end of the first flow's start-up.
-    """
-    if window is None:
-        window = result.min_rtt
-    if t0 is None:
-        t0 = result.flows[0].startup_end
-    minima: dict[int, float] = {}
-    delays = result.queue_delay
-    for i in _window(result, t0, t1):
-        key = int((result.sample_times[i] - t0) / window)
-        d = delays[i]
-        if key not in minima or d < minima[key]:
-            minima[key] = d
-    return sum(minima.values()) / len(minima) if minima else 0.0
-
-
-def overflow_loss_fraction(
-    result: BottleneckResult, flow: int = 0, t0: float | None = None, t1: float | None = None
-) -> float:
-    """Share of the flow's datagrams reaching the queue within ``[t0, t1)`` that it dropped.
-
-    ``t0`` defaults to the end of the flow's start-up (``FlowResult.startup_end``).
-    """
-    f = result.flows[flow]
-    width = f.bin_width
-    first = round((f.startup_end if t0 is None else t0) / width)
-    last = len(f.offered) if t1 is None else round(t1 / width)
-    offered = sum(f.offered[first:last])
-    return sum(f.overflowed[first:last]) / offered if offered else 0.0
 
 
 def _message(key: int, length: int, fill: bytes) -> bytes:

@@ -29,6 +29,10 @@ Use it in-process::
 
 or from the command line: ``rudp proxy --listen 127.0.0.1:9001 --upstream
 127.0.0.1:9000 --loss 0.1 --delay 20ms``.
+
+This module is the relay.  Its counters are in ``rudp.testing.proxy_stats`` and the
+parsing of addresses, durations and rates it shares with the CLI in
+``rudp.testing.proxy_parsing``; every name is importable from here too.
 """
 
 from __future__ import annotations
@@ -36,16 +40,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-import re
 import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from rudp.testing.link import Link, LinkProfile
+from rudp.testing.proxy_parsing import (
+    Address,
+    format_address,
+    parse_address,
+    parse_duration,
+    parse_rate,
+)
+from rudp.testing.proxy_stats import DirectionStats, ProxyStats, add_counters, link_counters
 
 __all__ = [
     "DirectionStats",
@@ -57,165 +66,11 @@ __all__ = [
     "parse_rate",
 ]
 
-Address = tuple[Any, ...]
-"""A socket address as the socket module returns it: (host, port[, flow, scope])."""
-
 _MAX_DATAGRAM = 65535
 _SOCKET_BUFFER = 4 * 1024 * 1024
 """Requested SO_RCVBUF/SO_SNDBUF.  The kernel may cap it (net.core.rmem_max), but
 asking for more keeps the proxy's own socket drops rare: every loss should come
 from the link model, where it is counted."""
-
-
-# --- parsing helpers (shared with the CLI) -----------------------------------
-
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|ms|s|m)?\s*$")
-_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}
-
-_RATE = re.compile(
-    r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kmg]?)(bit|bps|b)?(?:/s)?\s*$",
-    re.IGNORECASE,
-)
-_RATE_PREFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``"20ms"``, ``"1.5s"``, ``"500us"``, ``"2m"`` or bare seconds into seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"bad duration {text!r} (examples: 20ms, 1.5s, 500us)")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-def parse_rate(text: str) -> float:
-    """Parse a rate into bits per second, with tc's units.
-
-    ``"50mbit"``, ``"10kbit"``, ``"1gbit"`` and a bare number are bits per
-    second (decimal prefixes); ``"10mbps"`` / ``"10MBps"`` are *bytes* per
-    second, as in tc(8).
-    """
-    match = _RATE.match(text)
-    if match is None:
-        raise ValueError(f"bad rate {text!r} (examples: 50mbit, 10kbit, 1gbit)")
-    value = float(match.group(1)) * _RATE_PREFIX[match.group(2).lower()]
-    unit = (match.group(3) or "bit").lower()
-    # tc: "bps" means bytes per second; "bit" and a bare number mean bits.
-    return value * 8 if unit == "bps" else value
-
-
-def parse_address(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """Parse ``HOST:PORT``, ``[V6HOST]:PORT`` or ``:PORT`` into a (host, port) pair."""
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"bad address {text!r} (expected [HOST]:PORT)")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"bad address {text!r} (expected HOST:PORT)")
-        if ":" in host:
-            raise ValueError(f"bad address {text!r} (write IPv6 hosts as [HOST]:PORT)")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"bad port in {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range in {text!r}")
-    return (host or default_host, port)
-
-
-def format_address(address: Address) -> str:
-    """Format a socket address as ``HOST:PORT`` (``[HOST]:PORT`` for IPv6)."""
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-# --- statistics ----------------------------------------------------------------
-
-
-@dataclass
-class DirectionStats:
-    """Counters of one direction (client to server, or server to client)."""
-
-    received: int = 0
-    """Datagrams the proxy read from its sockets."""
-    received_bytes: int = 0
-    """Bytes of those datagrams."""
-    forwarded: int = 0
-    """Datagrams the link delivered and the proxy wrote out."""
-    forwarded_bytes: int = 0
-    """Bytes of those datagrams."""
-    send_errors: int = 0
-    """Datagrams the kernel refused (full buffer, ICMP unreachable); lost for real."""
-    link: dict[str, float] = field(default_factory=dict)
-    """The link model's own counters (drops, duplicates, corruptions...), summed
-    over every client, including expired ones."""
-
-
-@dataclass
-class ProxyStats:
-    """A snapshot of the proxy's counters."""
-
-    clients_seen: int = 0
-    """Client addresses that got a mapping."""
-    clients_active: int = 0
-    """Mappings alive now."""
-    clients_expired: int = 0
-    """Mappings removed after ``idle_timeout`` of silence."""
-    clients_rejected: int = 0
-    """Datagrams from new clients dropped because the table was full."""
-    rebinds: int = 0
-    """Upstream sockets replaced by one on a new port (simulated NAT rebindings)."""
-    to_server: DirectionStats = field(default_factory=DirectionStats)
-    """Client to upstream."""
-    to_client: DirectionStats = field(default_factory=DirectionStats)
-    """Upstream to client."""
-
-    def format(self) -> str:
-        """Render the counters as a few human-readable lines."""
-        lines = [
-            f"clients: {self.clients_seen} seen, {self.clients_active} active, "
-            f"{self.clients_expired} expired, {self.clients_rejected} datagrams rejected, "
-            f"{self.rebinds} rebinds"
-        ]
-        for name, direction in (
-            ("client->server", self.to_server),
-            ("server->client", self.to_client),
-        ):
-            lines.append(
-                f"{name}: {direction.received} in ({direction.received_bytes} B), "
-                f"{direction.forwarded} out ({direction.forwarded_bytes} B), "
-                f"{direction.send_errors} send errors"
-            )
-            if direction.link:
-                detail = ", ".join(
-                    f"{key} {_fmt_number(value)}" for key, value in direction.link.items()
-                )
-                lines.append(f"  link: {detail}")
-        return "\n".join(lines)
-
-
-def _fmt_number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
-
-
-def _link_counters(link: Link) -> dict[str, float]:
-    """The numeric counters of ``link.stats`` (a :class:`~rudp.testing.link.LinkStats`)."""
-    return {
-        key: value
-        for key, value in dataclasses.asdict(link.stats).items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
-
-
-def _add_counters(total: dict[str, float], extra: dict[str, float]) -> None:
-    for key, value in extra.items():
-        total[key] = total.get(key, 0) + value
-
-
-# --- the proxy -------------------------------------------------------------------
 
 
 class _Client:
@@ -342,8 +197,8 @@ class LossyProxy:
             )
             snap.clients_active = len(self._clients)
             for client in self._clients.values():
-                _add_counters(snap.to_server.link, _link_counters(client.to_server))
-                _add_counters(snap.to_client.link, _link_counters(client.reverse))
+                add_counters(snap.to_server.link, link_counters(client.to_server))
+                add_counters(snap.to_client.link, link_counters(client.reverse))
         return snap
 
     def rebind(self) -> None:
@@ -592,8 +447,8 @@ class LossyProxy:
         del self._clients[client.address]
         self._busy.discard((client, False))
         self._busy.discard((client, True))
-        _add_counters(self._stats.to_server.link, _link_counters(client.to_server))
-        _add_counters(self._stats.to_client.link, _link_counters(client.reverse))
+        add_counters(self._stats.to_server.link, link_counters(client.to_server))
+        add_counters(self._stats.to_client.link, link_counters(client.reverse))
         if expired:
             self._stats.clients_expired += 1
         with contextlib.suppress(KeyError, ValueError):
