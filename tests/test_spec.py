@@ -1248,6 +1248,21 @@ def _immediate_ack_cases(peer: _Peer) -> dict[str, tuple[list[bytes], int]]:
         "PING": ([peer.craft(PacketType.PING)], base),
         "FIN": ([peer.craft(PacketType.FIN, seq=base)], base + 1),
         "out of order": ([peer.craft(PacketType.DATA, seq=base + 1, payload=b"b")], base),
+        "a second gap above the largest": (
+            [
+                peer.craft(PacketType.DATA, seq=base + 1, payload=b"b"),
+                peer.craft(PacketType.DATA, seq=base + 3, payload=b"d"),
+            ],
+            base,
+        ),
+        "below the largest, in a hole": (
+            [
+                peer.craft(PacketType.DATA, seq=base + 1, payload=b"b"),
+                peer.craft(PacketType.DATA, seq=base + 3, payload=b"d"),
+                peer.craft(PacketType.DATA, seq=base + 2, payload=b"c"),
+            ],
+            base,
+        ),
         "second packet": (
             [
                 peer.craft(PacketType.DATA, seq=base, payload=b"a"),
