@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from test_spec import _drain_events
 
 from rudp.config import Config
 from rudp.core import wire
@@ -64,13 +65,6 @@ def _reset_to(client: SansIOConnection, syn: bytes, token: bytes) -> bytes:
     return wire.encode_fields(PacketType.RESET, 0, cid, 0, 0, acks, token, ())
 
 
-def _events(conn: SansIOConnection) -> list[object]:
-    events = []
-    while (event := conn.next_event()) is not None:
-        events.append(event)
-    return events
-
-
 def test_s6_8_1_1_a_keyed_refusal_is_tagged_and_believed_at_once() -> None:
     """§6.8.1-1: a keyed server refusing a SYN puts the refusal tag of the SYN's Noise
     message in its RESET (and section 6.8.1-2: the keyed client takes that RESET unsealed,
@@ -83,7 +77,7 @@ def test_s6_8_1_1_a_keyed_refusal_is_tagged_and_believed_at_once() -> None:
     assert payload == AnswerTags(PSK).refusal(noise) != wire.NO_RESET_TOKEN
     assert len(reset) == wire.OVERHEAD + wire.RESET_TOKEN_SIZE  # still below the SYN
     client.receive_datagram(reset, 0.001)
-    (failed,) = [event for event in _events(client) if isinstance(event, Failed)]
+    (failed,) = [event for event in _drain_events(client) if isinstance(event, Failed)]
     assert failed.kind is FailureKind.RESET_BY_PEER and failed.reason.startswith(REFUSED)
     assert client.state is ConnectionState.FAILED
     # Without a key nothing changes: the token stays all zeros, and is believed.
@@ -114,7 +108,7 @@ def test_s6_8_1_2_untagged_or_forged_refusals_change_nothing() -> None:
         assert client.state is ConnectionState.SYN_SENT and client.get_timer() == timer
         assert client.stats.datagrams_unauthenticated == count
         assert client.stats.datagrams_dropped == count
-        assert _events(client) == []
+        assert _drain_events(client) == []
     # The genuine refusal still ends it, after the forgeries.
     client.receive_datagram(_reset_to(client, syn, AnswerTags(PSK).refusal(noise)), 0.002)
     assert client.state is ConnectionState.FAILED
@@ -161,7 +155,7 @@ def test_s6_8_1_3_a_keyed_retry_is_tagged_and_followed() -> None:
         for datagram in client.datagrams_to_send(now):
             server.receive_datagram(datagram, CLIENT, now)
         now += 0.01
-    assert client.is_established and any(isinstance(e, Connected) for e in _events(client))
+    assert client.is_established and any(isinstance(e, Connected) for e in _drain_events(client))
     assert server.stats.retries_sent == 1 and server.stats.addresses_validated == 1
 
 
