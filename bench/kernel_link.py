@@ -631,9 +631,10 @@ async def quic_server(a: argparse.Namespace) -> None:
 
 
 def rudp_send(a: argparse.Namespace) -> None:
-    # The CLI's own send path (filetransfer.send_file: SHA-256 header, chunks, the
-    # receiver's verdict), with a clock between the handshake and the verdict that
-    # `python -m rudp send` does not expose; the receiver is the unmodified CLI.
+    # The CLI's own send path (filetransfer.send_file: header, chunks hashed as they go,
+    # the SHA-256 trailer, the receiver's verdict), with a clock between the handshake
+    # and the verdict that `python -m rudp send` does not expose; the receiver is the
+    # unmodified CLI.
     import rudp
     from rudp.apps import filetransfer
     from rudp.psk import load_psk

@@ -5,7 +5,8 @@
 Listens on 127.0.0.1 at ``RUDP_EXAMPLE_PORT`` (default 1060; 0 picks a free
 port) and prints the address.  The counterpart is ``send_file.py`` (or ``rudp
 send``).  The file is written under a temporary name and renamed only after its
-SHA-256 matched -- a file under its final name is always complete.  (The
+SHA-256 matched the sender's trailer (the message after the last chunk) -- a
+file under its final name is always complete.  (The
 ``rudp recv`` command does the same, for many files and senders.)
 """
 
@@ -27,6 +28,8 @@ def main() -> int:
         conn = listener.accept()  # blocks until a sender completed the handshake
         with conn:
             header = json.loads(conn.recv())  # first message: the JSON header
+            if header.get("version") != 2:
+                raise SystemExit(f"unsupported file protocol version {header.get('version')!r}")
             # Never let the network choose the path: keep the bare file name.
             name = os.path.basename(header["name"])
             if name in ("", ".", ".."):
@@ -44,7 +47,9 @@ def main() -> int:
                         remaining -= len(chunk)
                     f.flush()
                     os.fsync(f.fileno())
-                ok = digest.hexdigest() == header["sha256"]
+                # The trailer: the sender's SHA-256, or null and an "error" if it gave up.
+                trailer = json.loads(conn.recv())
+                ok = digest.hexdigest() == trailer["sha256"]
                 if ok:
                     os.replace(partial, os.path.join(out_dir, name))
             finally:
@@ -52,7 +57,8 @@ def main() -> int:
                     os.unlink(partial)  # mismatch or failure: no partial file left
 
             verdict = {"type": "verdict", "name": header["name"], "ok": ok}
-            verdict.update(sha256=digest.hexdigest(), error=None if ok else "sha256 mismatch")
+            error = None if ok else trailer.get("error") or "sha256 mismatch"
+            verdict.update(sha256=digest.hexdigest(), error=error)
             conn.send(json.dumps(verdict).encode())
             conn.flush()  # make sure the sender has the verdict before we close
     print(f"received {name} ({header['size']} bytes), sha256 {'ok' if ok else 'MISMATCH'}")

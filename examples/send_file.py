@@ -6,10 +6,12 @@
 It speaks the same little protocol as ``rudp send`` / ``rudp recv`` (see
 ``rudp/apps/filetransfer/``), so either half also works with the CLI:
 
-1. a JSON header message: name, size, SHA-256, chunk size;
+1. a JSON header message: name, size, chunk size;
 2. the file's bytes as chunk messages -- rudp delivers each message whole, in
    order and exactly once, so no framing, sequence numbers or retries here;
-3. the receiver answers with a JSON verdict; we exit 0 only if it confirms the
+3. a JSON trailer with the SHA-256, computed while the chunks went out (so the
+   file is read once and the first byte leaves at once);
+4. the receiver answers with a JSON verdict; we exit 0 only if it confirms the
    SHA-256.
 
 ``Connection.send`` returns as soon as the message is queued, and blocks only
@@ -27,21 +29,12 @@ import rudp
 CHUNK = 256 * 1024
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def main() -> int:
     if len(sys.argv) != 3:
         print("usage: send_file.py PATH HOST:PORT", file=sys.stderr)
         return 2
     path, target = sys.argv[1], sys.argv[2]
     host, _, port = target.rpartition(":")
-    digest = sha256_of(path)
     size = os.path.getsize(path)
 
     # The handshake happens here; peer_timeout bounds how long a silent peer is
@@ -49,21 +42,25 @@ def main() -> int:
     with rudp.connect((host, int(port)), timeout=10.0, peer_timeout=15.0) as conn:
         header = {
             "type": "file",
-            "version": 1,
+            "version": 2,
             "name": os.path.basename(path),
             "size": size,
-            "sha256": digest,
             "chunk_size": CHUNK,
         }
         conn.send(json.dumps(header).encode())
+        digest = hashlib.sha256()
         with open(path, "rb") as f:
             while block := f.read(CHUNK):
+                digest.update(block)
                 conn.send(block)  # blocks only while the send buffer is full
+        # (``rudp send`` also checks that the file did not change meanwhile, and
+        # sends "sha256": null with an "error" if it did.)
+        conn.send(json.dumps({"type": "end", "sha256": digest.hexdigest()}).encode())
 
         verdict = json.loads(conn.recv())  # the receiver's answer
         # Leaving the ``with`` block closes gracefully (FIN after all data).
 
-    if verdict.get("ok") and verdict.get("sha256") == digest:
+    if verdict.get("ok") and verdict.get("sha256") == digest.hexdigest():
         print(f"sent {path} ({size} bytes), sha256 confirmed by the receiver")
         return 0
     print(f"receiver refused {path}: {verdict.get('error')}", file=sys.stderr)

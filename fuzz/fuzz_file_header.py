@@ -1,12 +1,14 @@
 """atheris harness: the file-transfer app's parsers of peer messages.
 
-``rudp recv`` reads a JSON header from an untrusted sender and ``rudp send`` a JSON
-verdict from an untrusted receiver (``rudp.apps.filetransfer``).  For every input:
+``rudp recv`` reads a JSON header and trailer from an untrusted sender and ``rudp send``
+a JSON verdict from an untrusted receiver (``rudp.apps.filetransfer``).  For every input:
 
-- ``FileHeader.decode_untrusted`` and ``Verdict.decode_untrusted`` raise nothing but
-  ``TransferError`` (their documented error);
+- ``FileHeader.decode_untrusted``, ``FileTrailer.decode_untrusted`` and
+  ``Verdict.decode_untrusted`` raise nothing but ``TransferError`` (their documented error);
 - an accepted header re-encodes (``FileHeader.encode``) to a header that decodes to the
-  same value, and so does an accepted verdict;
+  same value, and so do an accepted trailer and verdict;
+- an accepted trailer carries either a 64-digit lowercase hex SHA-256 or, without one,
+  the sender's reason as a string;
 - ``safe_name`` on an accepted header's name raises only ``TransferError``, and a name it
   accepts is a bare, non-empty file name (no separator, no ``..``, no control character)
   that the receiver can actually create: it encodes to the file-system encoding
@@ -14,8 +16,9 @@ verdict from an untrusted receiver (``rudp.apps.filetransfer``).  For every inpu
   (what the CLI prints).
 
 Inputs are used two ways, chosen by the first byte: the raw bytes as the message (odd),
-or (even) a well-formed header whose name (and then size, digest, chunk size, and a
-nesting depth) come from the fuzzer, so odd names get past ``json.loads`` often.
+or (even) a well-formed header whose name (and then size, chunk size, and a nesting
+depth) come from the fuzzer, so odd names get past ``json.loads`` often, or a well-formed
+trailer whose digest and reason do.
 
 Known bugs (being fixed elsewhere) are findings: by default the harness crashes on them.
 With ``RUDP_FUZZ_SKIP_KNOWN=1`` it counts and skips them instead, so a run can look for
@@ -31,14 +34,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import atheris
 
 with atheris.instrument_imports():
     from rudp.apps import filetransfer
-    from rudp.apps.filetransfer import FileHeader, TransferError, Verdict, safe_name
+    from rudp.apps.filetransfer import FileHeader, FileTrailer, TransferError, Verdict, safe_name
 
+SHA256 = re.compile(r"[0-9a-f]{64}")
 SKIP_KNOWN = os.environ.get("RUDP_FUZZ_SKIP_KNOWN", "") not in ("", "0")
 known_hits: dict[str, int] = {}
 
@@ -89,23 +94,46 @@ def check_message(message: bytes) -> None:
         assert isinstance(header, FileHeader)
         assert FileHeader.decode_untrusted(header.encode()) == header
         check_name(header.name)
+    trailer = _parse(FileTrailer.decode_untrusted, message)
+    if trailer is not None:
+        assert isinstance(trailer, FileTrailer)
+        assert FileTrailer.decode_untrusted(trailer.encode()) == trailer
+        if trailer.sha256 is None:
+            assert isinstance(trailer.error, str), repr(trailer)
+        else:
+            assert SHA256.fullmatch(trailer.sha256) and trailer.error is None, repr(trailer)
     verdict = _parse(Verdict.decode_untrusted, message)
     if verdict is not None:
         assert isinstance(verdict, Verdict)
         assert Verdict.decode_untrusted(verdict.encode()) == verdict
 
 
-def structured(data: bytes) -> bytes:
-    fdp = atheris.FuzzedDataProvider(data)
+def header_fields(fdp: atheris.FuzzedDataProvider) -> dict[str, object]:
     name = fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 300))
-    obj: dict[str, object] = {
+    return {
         "type": "file",
         "version": filetransfer.PROTOCOL_VERSION,
         "name": name,
         "size": fdp.ConsumeIntInRange(-2, 1 << 70) if fdp.ConsumeBool() else 1234,
-        "sha256": "ab" * 32 if fdp.ConsumeBool() else fdp.ConsumeUnicode(64),
         "chunk_size": (filetransfer.DEFAULT_CHUNK_SIZE if fdp.ConsumeBool() else fdp.ConsumeInt(4)),
     }
+
+
+def trailer_fields(fdp: atheris.FuzzedDataProvider) -> dict[str, object]:
+    digest = fdp.PickValueInList(["ab" * 32, None, "digest"])
+    fields: dict[str, object] = {
+        "type": "end",
+        "sha256": fdp.ConsumeUnicode(64) if digest == "digest" else digest,
+    }
+    if fdp.ConsumeBool():
+        # Up to 1000 characters: escaped (\uXXXX), enough to cross MAX_TRAILER_SIZE.
+        fields["error"] = fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 1000))
+    return fields
+
+
+def structured(data: bytes) -> bytes:
+    fdp = atheris.FuzzedDataProvider(data)
+    obj = trailer_fields(fdp) if fdp.ConsumeBool() else header_fields(fdp)
     text = json.dumps(obj, ensure_ascii=fdp.ConsumeBool())
     # JSON nests: json.loads is C code the fuzzer gets no coverage from, so depth must be
     # a mutation of its own.

@@ -6,8 +6,8 @@
   file each;
 - ``corpus/connection/``: the same conversations in ``fuzz_connection.py``'s record
   format, aimed at each state: the peer's datagrams in order, whole and in windows;
-- ``corpus/file_header/``: real file headers and verdicts (raw mode) and a few seeds of
-  the structured mode.
+- ``corpus/file_header/``: real file headers, trailers and verdicts (raw mode) and a few
+  seeds of the structured mode.
 
 Usage: ``python fuzz/make_corpus.py [OUTPUT_DIR]``.
 """
@@ -25,7 +25,12 @@ sys.path.insert(0, str(HERE))
 import scenarios  # noqa: E402
 from scenarios import STATES, encode_records  # noqa: E402
 
-from rudp.apps.filetransfer import DEFAULT_CHUNK_SIZE, FileHeader, Verdict  # noqa: E402
+from rudp.apps.filetransfer import (  # noqa: E402
+    DEFAULT_CHUNK_SIZE,
+    FileHeader,
+    FileTrailer,
+    Verdict,
+)
 
 WINDOW = 8
 """Datagrams per windowed connection seed."""
@@ -86,17 +91,21 @@ def main(out: Path) -> None:
 
     rng = random.Random(1)
     headers = [
-        FileHeader("notes.txt", 1234, "ab" * 32, DEFAULT_CHUNK_SIZE),
-        FileHeader("dir/sub/report.pdf", 0, "0" * 64, 1024),
-        FileHeader("ünïcødé ☃.bin", 5 << 30, "f" * 64, 4 * 1024 * 1024),
-        FileHeader("..", 1, "1" * 64, 2048),
+        FileHeader("notes.txt", 1234, DEFAULT_CHUNK_SIZE),
+        FileHeader("dir/sub/report.pdf", 0, 1024),
+        FileHeader("ünïcødé ☃.bin", 5 << 30, 4 * 1024 * 1024),
+        FileHeader("..", 1, 2048),
+    ]
+    trailers = [
+        FileTrailer("ab" * 32),
+        FileTrailer(None, "file changed while being sent"),
     ]
     verdicts = [
         Verdict("notes.txt", ok=True, sha256="ab" * 32),
         Verdict("x", ok=False, error="sha256 mismatch"),
         Verdict("y", ok=False),
     ]
-    for message in [h.encode() for h in headers] + [v.encode() for v in verdicts]:
+    for message in [m.encode() for m in (*headers, *trailers, *verdicts)]:
         counts["file_header"] += write(out / "file_header", b"\x01" + message)
     for _ in range(8):
         counts["file_header"] += write(out / "file_header", b"\x00" + rng.randbytes(40))

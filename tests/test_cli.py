@@ -23,7 +23,7 @@ from subprocs import Proc
 
 import rudp
 from rudp.apps import filetransfer
-from rudp.apps.filetransfer import FileHeader, TransferError, Verdict, safe_name
+from rudp.apps.filetransfer import FileHeader, FileTrailer, TransferError, Verdict, safe_name
 from rudp.errors import ConnectionClosed
 
 LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)")
@@ -255,12 +255,22 @@ class ScriptedConnection:
         self.closed = True
 
 
-def header(name: str, data: bytes, chunk: int = 1024, digest: str | None = None) -> bytes:
-    return FileHeader(name, len(data), digest or hashlib.sha256(data).hexdigest(), chunk).encode()
+def header(name: str, data: bytes, chunk: int = 1024) -> bytes:
+    return FileHeader(name, len(data), chunk).encode()
 
 
 def chunks(data: bytes, size: int = 1024) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def trailer(data: bytes, digest: str | None = None) -> bytes:
+    """The trailer of ``data``: its SHA-256, or ``digest`` instead."""
+    return FileTrailer(digest or hashlib.sha256(data).hexdigest()).encode()
+
+
+def transfer(name: str, data: bytes, chunk: int = 1024) -> list[bytes]:
+    """Every message a well-behaved sender sends for one file: header, chunks, trailer."""
+    return [header(name, data, chunk), *chunks(data, chunk), trailer(data)]
 
 
 def verdicts(conn: ScriptedConnection) -> list[Verdict]:
@@ -269,7 +279,7 @@ def verdicts(conn: ScriptedConnection) -> list[Verdict]:
 
 def test_receiver_saves_verified_files_and_answers(tmp_path: Path) -> None:
     a, b = os.urandom(5000), b""
-    conn = ScriptedConnection([header("a.bin", a), *chunks(a), header("b.bin", b)])
+    conn = ScriptedConnection([*transfer("a.bin", a), *transfer("b.bin", b)])
     results = list(filetransfer.receive_files(conn, tmp_path))
     assert [r.name for r in results] == ["a.bin", "b.bin"]
     assert (tmp_path / "a.bin").read_bytes() == a
@@ -281,7 +291,7 @@ def test_receiver_saves_verified_files_and_answers(tmp_path: Path) -> None:
 def test_receiver_discards_a_file_whose_digest_differs(tmp_path: Path) -> None:
     data = os.urandom(3000)
     errors: list[str] = []
-    conn = ScriptedConnection([header("x.bin", data, digest="0" * 64), *chunks(data)])
+    conn = ScriptedConnection([header("x.bin", data), *chunks(data), trailer(data, "0" * 64)])
     results = list(
         filetransfer.receive_files(conn, tmp_path, on_error=lambda n, e: errors.append(str(e)))
     )
@@ -296,9 +306,11 @@ def test_receiver_discards_a_file_whose_digest_differs(tmp_path: Path) -> None:
     "script",
     [
         pytest.param(lambda d: [header("x", d), *chunks(d)[:-1]], id="sender-closed-mid-file"),
-        pytest.param(lambda d: [header("x", d), d], id="chunk-larger-than-announced"),
+        pytest.param(lambda d: [header("x", d), d, trailer(d)], id="chunk-larger-than-announced"),
         pytest.param(lambda d: [header("x", d), d[:1000], d[:3000]], id="more-bytes-than-size"),
-        pytest.param(lambda d: [header("x", d), b""], id="empty-chunk"),
+        pytest.param(lambda d: [header("x", d), b"", *chunks(d)], id="empty-chunk"),
+        pytest.param(lambda d: [header("x", d), *chunks(d)], id="sender-closed-before-trailer"),
+        pytest.param(lambda d: [header("x", d), *chunks(d), b"x"], id="chunk-for-trailer"),
     ],
 )
 def test_receiver_protocol_violations_leave_no_file(tmp_path: Path, script: object) -> None:
@@ -311,8 +323,7 @@ def test_receiver_protocol_violations_leave_no_file(tmp_path: Path, script: obje
 
 def raw_header(**changes: object) -> bytes:
     fields: dict[str, object] = {
-        "type": "file", "version": 1, "name": "x", "size": 1, "sha256": "0" * 64,
-        "chunk_size": 1024,
+        "type": "file", "version": 2, "name": "x", "size": 1, "chunk_size": 1024,
     }  # fmt: skip
     fields.update(changes)
     return json.dumps(fields).encode()
@@ -324,11 +335,11 @@ def raw_header(**changes: object) -> bytes:
         b"not json",
         b"[]",
         json.dumps({"type": "verdict", "ok": True, "name": "x"}).encode(),
-        raw_header(version=2),
+        raw_header(version=1),  # the digest in the header: not spoken any more
+        raw_header(version=3),
         raw_header(size=-1),
         raw_header(size=True),
         raw_header(name=None),
-        raw_header(sha256="zz"),
         raw_header(chunk_size=1 << 30),
         b"{" * 100_000,
     ],
@@ -342,7 +353,7 @@ def test_bad_headers_are_rejected(tmp_path: Path, message: bytes) -> None:
 
 def test_refused_file_is_drained_so_the_next_one_arrives(tmp_path: Path) -> None:
     evil, good = os.urandom(2500), os.urandom(100)
-    conn = ScriptedConnection([header("../evil", evil), *chunks(evil), header("good", good), good])
+    conn = ScriptedConnection([*transfer("../evil", evil), *transfer("good", good)])
     results = list(filetransfer.receive_files(conn, tmp_path))
     assert [r.name for r in results] == ["good"]
     assert [v.ok for v in verdicts(conn)] == [False, True]
@@ -355,8 +366,9 @@ def test_sender_requires_the_receivers_confirmation(tmp_path: Path) -> None:
     good = ScriptedConnection([Verdict("s.bin", True, digest).encode()])
     result = filetransfer.send_file(good, src, chunk_size=1024)
     assert result.sha256 == digest and result.size == 5000
-    assert FileHeader.decode_untrusted(good.sent[0]) == FileHeader("s.bin", 5000, digest, 1024)
-    assert b"".join(good.sent[1:]) == src.read_bytes()
+    assert FileHeader.decode_untrusted(good.sent[0]) == FileHeader("s.bin", 5000, 1024)
+    assert b"".join(good.sent[1:-1]) == src.read_bytes()
+    assert FileTrailer.decode_untrusted(good.sent[-1]) == FileTrailer(digest)
 
     for answer in (
         Verdict("s.bin", False, None, "disk full"),

@@ -134,6 +134,23 @@ def test_send_file_example_talks_to_the_cli_receiver(tmp_path: Path, procs: list
     assert (out / "doc.txt").read_bytes() == src.read_bytes()
 
 
+def test_recv_file_example_takes_a_file_from_the_cli_sender(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    src = tmp_path / "cli.bin"
+    src.write_bytes(os.urandom(300_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    receiver = run(procs, "examples/recv_file.py", str(out), port=0)
+    port = announced_port(receiver, "Listening at")
+    sender = run(procs, "-m", "rudp", "send", str(src), f"127.0.0.1:{port}", "-q")
+    assert sender.finish() == 0, sender.text
+    assert receiver.finish() == 0, receiver.text
+    assert "sha256 ok" in receiver.text
+    assert os.listdir(out) == ["cli.bin"]
+    assert (out / "cli.bin").read_bytes() == src.read_bytes()
+
+
 def test_aio_echo(procs: list[Proc]) -> None:
     server = run(procs, "examples/aio_echo_server.py", port=0)
     port = announced_port(server, "Serving on")

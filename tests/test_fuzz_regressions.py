@@ -7,11 +7,12 @@ function that failed and checks the contract the harness asserts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from rudp.apps.filetransfer import FileHeader, TransferError, Verdict, receive_files
+from rudp.apps.filetransfer import FileHeader, FileTrailer, TransferError, Verdict, receive_files
 from rudp.core import wire
 from rudp.errors import ConnectionClosed
 
@@ -61,20 +62,23 @@ def test_deeply_nested_json_is_a_transfer_error(message: bytes) -> None:
     with pytest.raises(TransferError):
         FileHeader.decode_untrusted(message)
     with pytest.raises(TransferError):
+        FileTrailer.decode_untrusted(message)
+    with pytest.raises(TransferError):
         Verdict.decode_untrusted(message)
 
 
+# The recorded input, rebuilt for file protocol version 2 (no digest in the header).
 LONE_SURROGATE_HEADER = (
-    b'{"type": "file", "version": 1, "name": "\\ud800", "size": 1, '
-    b'"sha256": "' + b"a" * 64 + b'", "chunk_size": 1024}'
+    b'{"type": "file", "version": 2, "name": "\\ud800", "size": 1, "chunk_size": 1024}'
 )
+TRAILER_OF_X = FileTrailer(hashlib.sha256(b"x").hexdigest()).encode()
 
 
 def test_lone_surrogate_in_a_file_name_is_refused_not_a_crash(tmp_path: Path) -> None:
     # Found by fuzz_file_header.py (structured mode): the header decodes, safe_name returns
     # "\ud800", and tempfile.mkstemp in _receive_one raises UnicodeEncodeError, which
     # neither receive_files nor serve catches: one header kills `rudp recv`.
-    peer = _Peer([LONE_SURROGATE_HEADER, b"x"])
+    peer = _Peer([LONE_SURROGATE_HEADER, b"x", TRAILER_OF_X])
     with contextlib.suppress(TransferError):
         assert list(receive_files(peer, tmp_path)) == []
     assert list(tmp_path.iterdir()) == []

@@ -1,9 +1,9 @@
 """The file-transfer messages and their untrusted decoding (see the package docs).
 
-Everything here treats its input as hostile: a header or verdict is bounded in
-size and nesting *before* ``json.loads`` sees it (so no message can make the
-parser recurse or allocate without bound), every field is checked for type and
-range, and a file name is accepted only if it is a plain, printable,
+Everything here treats its input as hostile: a header, trailer or verdict is
+bounded in size and nesting *before* ``json.loads`` sees it (so no message can
+make the parser recurse or allocate without bound), every field is checked for
+type and range, and a file name is accepted only if it is a plain, printable,
 encodable base name that fits the file system.  Every refusal is a
 :class:`TransferError` whose text is fit to show the user and the sender.
 """
@@ -19,8 +19,9 @@ from typing import Any, TypeGuard
 
 from rudp.errors import RudpError
 
-PROTOCOL_VERSION = 1
-"""Version field of the header; a receiver refuses others."""
+PROTOCOL_VERSION = 2
+"""Version field of the header; a receiver refuses others.  Version 1 carried the
+SHA-256 in the header, which made the sender read the whole file before sending."""
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
 """Bytes per chunk message.  Large enough that per-message costs vanish, small
@@ -39,12 +40,16 @@ MAX_HEADER_SIZE = 4 * 1024
 """Largest file header, in bytes.  A legitimate one is under 1.6 KiB even for a
 255-byte name of escaped characters; checked before any parsing."""
 
+MAX_TRAILER_SIZE = 4 * 1024
+"""Largest file trailer, in bytes; checked before any parsing.  A digest trailer is
+under 100 bytes; the margin is for the sender's reason when it aborts a file."""
+
 MAX_VERDICT_SIZE = 64 * 1024
 """Largest verdict the sender accepts (its error text may quote a long name)."""
 
 MAX_JSON_DEPTH = 4
-"""Deepest bracket nesting accepted in a control message.  Headers and verdicts
-are flat objects (depth 1); the margin leaves room for future fields."""
+"""Deepest bracket nesting accepted in a control message.  Headers, trailers and
+verdicts are flat objects (depth 1); the margin leaves room for future fields."""
 
 MAX_NAME_BYTES = 255
 """Longest file name in UTF-8 bytes when the file system does not say
@@ -61,11 +66,10 @@ class IdleTimeout(TransferError):
 
 @dataclass(frozen=True)
 class FileHeader:
-    """The first message of a file."""
+    """The first message of a file (its digest comes last, in :class:`FileTrailer`)."""
 
     name: str
     size: int
-    sha256: str
     chunk_size: int
 
     def encode(self) -> bytes:
@@ -76,7 +80,6 @@ class FileHeader:
                 "version": PROTOCOL_VERSION,
                 "name": self.name,
                 "size": self.size,
-                "sha256": self.sha256,
                 "chunk_size": self.chunk_size,
             }
         ).encode()
@@ -92,20 +95,64 @@ class FileHeader:
         obj = decode_control(message, "file", MAX_HEADER_SIZE)
         version = obj.get("version")
         if type(version) is not int or version != PROTOCOL_VERSION:
-            raise TransferError(f"unsupported file protocol version {_short(version)}")
-        name, size, digest, chunk = (obj.get(k) for k in ("name", "size", "sha256", "chunk_size"))
+            raise TransferError(
+                f"unsupported file protocol version {_short(version)} "
+                f"(this receiver speaks version {PROTOCOL_VERSION})"
+            )
+        name, size, chunk = (obj.get(k) for k in ("name", "size", "chunk_size"))
         if not isinstance(name, str):
             raise TransferError("header without a file name")
         if not _is_int(size) or not 0 <= size <= MAX_FILE_SIZE:
             raise TransferError(f"header with a bad size {_short(size)}")
-        if not isinstance(digest, str) or not _is_sha256(digest):
-            raise TransferError("header with a bad sha256")
         if not _is_int(chunk) or not MIN_CHUNK_SIZE <= chunk <= MAX_CHUNK_SIZE:
             raise TransferError(
                 f"header with a bad chunk size {_short(chunk)} "
                 f"(must be {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE})"
             )
-        return cls(name, size, digest, chunk)
+        return cls(name, size, chunk)
+
+
+@dataclass(frozen=True)
+class FileTrailer:
+    """The last message of a file: its SHA-256, or why the sender gave it up.
+
+    The digest comes after the chunks so that the sender can hash while it
+    sends (one read of the file, the first byte leaves at once).  A sender
+    that cannot vouch for what it sent (the file changed meanwhile) sends
+    ``sha256`` ``None`` and an ``error``; the receiver then discards the file.
+    """
+
+    sha256: str | None
+    """64 lowercase hex digits: the digest of the ``size`` bytes just sent."""
+    error: str | None = None
+    """The sender's reason for aborting the file (only without ``sha256``)."""
+
+    def __post_init__(self) -> None:
+        if (self.sha256 is None) == (self.error is None):
+            raise ValueError("a file trailer carries exactly one of sha256 and error")
+
+    def encode(self) -> bytes:
+        """The trailer as a JSON message."""
+        if self.sha256 is not None:
+            return json.dumps({"type": "end", "sha256": self.sha256}).encode()
+        return json.dumps({"type": "end", "sha256": None, "error": self.error}).encode()
+
+    @classmethod
+    def decode_untrusted(cls, message: bytes) -> FileTrailer:
+        """Parse a trailer from the network; raises only :class:`TransferError`.
+
+        A valid ``sha256`` wins (an ``error`` beside it is ignored); without one
+        the trailer must give the sender's reason as a string.
+        """
+        obj = decode_control(message, "end", MAX_TRAILER_SIZE)
+        digest, error = obj.get("sha256"), obj.get("error")
+        if isinstance(digest, str) and _is_sha256(digest):
+            return cls(digest)
+        if digest is None and isinstance(error, str):
+            return cls(None, error)
+        if digest is None:
+            raise TransferError("trailer without a sha256 or the sender's reason")
+        raise TransferError("trailer with a bad sha256")
 
 
 @dataclass(frozen=True)
@@ -166,15 +213,19 @@ def decode_control(message: bytes, kind: str, limit: int) -> dict[str, Any]:
     try:
         text = bytes(message).decode("utf-8")
     except UnicodeDecodeError:
-        raise TransferError(f"expected a {kind} message, got bytes that are not UTF-8") from None
+        raise TransferError(
+            f"expected {_article(kind)} {kind} message, got bytes that are not UTF-8"
+        ) from None
     if json_depth_exceeds(text, MAX_JSON_DEPTH):
         raise TransferError(f"{kind} message nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         obj = json.loads(text)
     except ValueError:  # JSONDecodeError, and int() of too many digits
-        raise TransferError(f"expected a {kind} message, got text that is not JSON") from None
+        raise TransferError(
+            f"expected {_article(kind)} {kind} message, got text that is not JSON"
+        ) from None
     if not isinstance(obj, dict) or obj.get("type") != kind:
-        raise TransferError(f"expected a {kind} message")
+        raise TransferError(f"expected {_article(kind)} {kind} message")
     return obj
 
 
@@ -205,6 +256,10 @@ def json_depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
+def _article(kind: str) -> str:
+    return "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"  # "an end message"
+
+
 def _is_int(value: object) -> TypeGuard[int]:
     return type(value) is int  # not bool, not float
 
@@ -222,6 +277,11 @@ def _short(value: object, limit: int = 40) -> str:
 def show_name(name: str) -> str:
     """A peer-chosen name as it may appear in a message: quoted, escaped, bounded."""
     return _short(name, 80)
+
+
+def show_text(text: str) -> str:
+    """A peer's free text (a sender's reason) as it may appear in a message, like a name."""
+    return _short(text, 200)
 
 
 def name_limit(directory: Path) -> int:

@@ -17,12 +17,14 @@ from pathlib import Path
 
 from rudp.apps.filetransfer.protocol import (
     FileHeader,
+    FileTrailer,
     IdleTimeout,
     TransferError,
     Verdict,
     check_name,
     name_limit,
     show_name,
+    show_text,
 )
 from rudp.apps.filetransfer.sending import FileTransferResult, MessageConnection, ProgressFactory
 from rudp.errors import ConnectionClosed, RudpError
@@ -81,8 +83,9 @@ def receive_files(
     Stops when the sender closes the connection, or after ``max_files``
     verified files.  A refused or corrupt file is answered with an error
     verdict, reported through ``on_error`` (default: logged) and skipped; the
-    connection goes on.  A protocol violation (a bad header, a chunk that does
-    not fit it) is answered with an error verdict where possible and raises
+    connection goes on.  So is a file the sender aborted in its trailer.  A
+    protocol violation (a bad header, a chunk that does not fit it, a missing or
+    malformed trailer) is answered with an error verdict where possible and raises
     :class:`TransferError`; connection failures propagate as rudp exceptions.
     No partial file survives any of these.
 
@@ -143,17 +146,35 @@ def _refuse(
     conn: MessageConnection,
     header: FileHeader,
     error: TransferError,
-    remaining: int,
     partial: Path | None = None,
     sha256: str | None = None,
 ) -> _Refused:
-    """Answer at once, then swallow the file's remaining chunks so the next file lines up."""
-    if partial is not None:  # free the disk before reading on
+    """Answer a file read to its trailer: delete what was written, send the error verdict."""
+    if partial is not None:  # free the disk first: an early refusal reads on
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
     _send_verdict(conn, Verdict(header.name, False, sha256=sha256, error=str(error)))
-    _drain(conn, header, remaining)
     return _Refused(error)
+
+
+def _refuse_early(
+    conn: MessageConnection,
+    header: FileHeader,
+    error: TransferError,
+    remaining: int,
+    partial: Path | None = None,
+) -> _Refused:
+    """Refuse a file before its end: delete, answer, then read past the rest of it.
+
+    Its remaining chunks and its trailer are swallowed, so that the next file lines up.
+    """
+    refused = _refuse(conn, header, error, partial)
+    try:
+        _drain(conn, header, remaining)
+    except TransferError as exc:
+        # The connection ends here: keep why the file was refused, not only how it ended.
+        raise TransferError(f"{error}; then {exc}") from None
+    return refused
 
 
 def _receive_one(
@@ -175,10 +196,10 @@ def _receive_one(
             )
         fd, tmp_name = tempfile.mkstemp(prefix=_partial_prefix(name, limit), dir=out)
     except TransferError as exc:
-        raise _refuse(conn, header, exc, header.size) from None
+        raise _refuse_early(conn, header, exc, header.size) from None
     except OSError as exc:
         error = TransferError(describe_os_error(exc, header.name))
-        raise _refuse(conn, header, error, header.size) from None
+        raise _refuse_early(conn, header, error, header.size) from None
     tmp = Path(tmp_name)
     bar = progress(name, header.size) if progress is not None else None
     try:
@@ -196,20 +217,26 @@ def _receive_one(
             os.fsync(fd)
         except OSError as exc:
             error = TransferError(describe_os_error(exc, name))
-            raise _refuse(conn, header, error, remaining, partial=tmp) from None
+            raise _refuse_early(conn, header, error, remaining, partial=tmp) from None
         finally:
             os.close(fd)
+        # From here on the file has been read to its end: a refusal reads nothing more.
+        trailer = _next_trailer(conn, header)
         actual = digest.hexdigest()
-        if actual != header.sha256:
+        if trailer.error is not None:
+            reason = show_text(trailer.error)
+            error = TransferError(f"{show_name(name)}: the sender aborted it: {reason}")
+            raise _refuse(conn, header, error, partial=tmp, sha256=actual)
+        if actual != trailer.sha256:
             error = TransferError(f"{show_name(name)}: sha256 mismatch, file discarded")
-            raise _refuse(conn, header, error, 0, partial=tmp, sha256=actual)
+            raise _refuse(conn, header, error, partial=tmp, sha256=actual)
         try:
             final = _place(tmp, out, name, limit, stored, overwrite)
         except OSError as exc:
             error = TransferError(describe_os_error(exc, name))
-            raise _refuse(conn, header, error, 0, partial=tmp) from None
+            raise _refuse(conn, header, error, partial=tmp) from None
         except TransferError as exc:
-            raise _refuse(conn, header, exc, 0, partial=tmp) from None
+            raise _refuse(conn, header, exc, partial=tmp) from None
         _fsync_dir(out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -309,9 +336,24 @@ def _next_chunk(conn: MessageConnection, header: FileHeader, remaining: int) -> 
     return chunk
 
 
+def _next_trailer(conn: MessageConnection, header: FileHeader) -> FileTrailer:
+    try:
+        message = conn.recv()
+    except ConnectionClosed:
+        raise TransferError(
+            f"{show_name(header.name)}: sender closed before the file's trailer"
+        ) from None
+    try:
+        return FileTrailer.decode_untrusted(message)
+    except TransferError as exc:
+        raise TransferError(f"{show_name(header.name)}: bad file trailer: {exc}") from None
+
+
 def _drain(conn: MessageConnection, header: FileHeader, remaining: int) -> None:
+    """Read and discard the rest of a refused file: its remaining chunks, then its trailer."""
     while remaining:
         remaining -= len(_next_chunk(conn, header, remaining))
+    _next_trailer(conn, header)
 
 
 def remove_stale_partials(out: Path) -> list[Path]:

@@ -15,9 +15,9 @@ from rudp.apps.filetransfer.protocol import (
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
     FileHeader,
+    FileTrailer,
     TransferError,
     Verdict,
-    file_sha256,
 )
 from rudp.errors import ConnectionClosed, ConnectionFailed, Timeout
 
@@ -50,6 +50,9 @@ class Progress(Protocol):
 
 ProgressFactory = Callable[[str, int], Progress]
 """Makes a progress bar for (file name, total bytes)."""
+
+FILE_CHANGED = "file changed while being sent"
+"""The sender's reason in the trailer of a file it modified under our feet."""
 
 
 @dataclass(frozen=True)
@@ -84,27 +87,30 @@ def send_file(
 ) -> FileTransferResult:
     """Send one file and wait for the receiver's verdict.
 
-    Returns only when the receiver confirmed the SHA-256; the result's ``name``
-    is the name the receiver stored it under.  Raises :class:`TransferError` if
-    the receiver refused the file (its reason in the message) or its digest
-    differs, and rudp's exceptions (``PeerUnreachable``, ``ConnectionClosed``,
-    ``Timeout``) if the connection fails without a verdict explaining why.
+    The file is read once, hashed as it is sent; its SHA-256 follows the last
+    chunk.  Returns only when the receiver confirmed that digest; the result's
+    ``name`` is the name the receiver stored it under.  Raises
+    :class:`TransferError` if the receiver refused the file (its reason in the
+    message) or its digest differs, if the file changed while being sent (the
+    receiver is told to discard it), and rudp's exceptions (``PeerUnreachable``,
+    ``ConnectionClosed``, ``Timeout``) if the connection fails without a verdict
+    explaining why.
     """
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk_size must be within {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
     path = Path(path)
     name = path.name if name is None else name
     started = time.monotonic()
-    expected = file_sha256(path, chunk_size)
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        opened = os.fstat(f.fileno())
+        size = opened.st_size
         bar = _AckedProgress(conn, progress(name, size), size) if progress is not None else None
         digest = hashlib.sha256()
         try:
             try:
-                conn.send(FileHeader(name, size, expected, chunk_size).encode())
+                conn.send(FileHeader(name, size, chunk_size).encode())
                 # Exactly ``size`` bytes go out even if the file grows meanwhile; a
-                # file that changed is caught by the digest below.
+                # file that changed is caught by the fstat below.
                 sent = 0
                 while sent < size:
                     block = f.read(min(chunk_size, size - sent))
@@ -115,6 +121,14 @@ def send_file(
                     sent += len(block)
                     if bar is not None:
                         bar.sent(len(block))
+                # What we read may mix old and new bytes if the file was written
+                # meanwhile: its digest would match on the receiver and vouch for a
+                # file that never existed, so the trailer aborts it instead.
+                changed = _identity(os.fstat(f.fileno())) != _identity(opened)
+                trailer = (
+                    FileTrailer(None, FILE_CHANGED) if changed else FileTrailer(digest.hexdigest())
+                )
+                conn.send(trailer.encode())
             except (ConnectionClosed, ConnectionFailed) as exc:
                 # A receiver that refuses (busy, disk full, bad header) answers and
                 # closes; its reason is in our inbox and beats "peer closed".
@@ -124,17 +138,28 @@ def send_file(
         finally:
             if bar is not None:
                 bar.close()
+    if changed:  # the receiver refused it, as asked: our reason is the one that matters
+        raise TransferError(f"{path}: {FILE_CHANGED}")
     verdict = Verdict.decode_untrusted(message)
     if not verdict.ok:
         raise TransferError(f"receiver refused {name}: {verdict.error or 'no reason given'}")
-    if digest.hexdigest() != expected:
-        raise TransferError(f"{path}: file changed while being sent")
+    expected = digest.hexdigest()
     if verdict.sha256 != expected:
         raise TransferError(f"{name}: receiver reports a different sha256")
     stored = verdict.stored_as if verdict.stored_as not in (None, name) else None
     return FileTransferResult(
         stored or name, path, size, expected, time.monotonic() - started, name if stored else None
     )
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is written to.
+
+    A write updates mtime and ctime; a file system with coarse timestamps can
+    miss a write within the same tick as the one before the open, which is as
+    close as fstat can get without reading the file twice.
+    """
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _raise_pending_refusal(conn: MessageConnection, name: str, cause: Exception) -> None:
@@ -217,8 +242,9 @@ def send_files(
 ) -> tuple[list[FileTransferResult], list[tuple[Path, TransferError]]]:
     """Send several files on one connection, then close it gracefully.
 
-    A file the receiver refuses (or whose digest differs) is reported through
-    ``on_error`` and the others still go; connection failures propagate.
+    A file the receiver refuses (or whose digest differs, or that changed while
+    being sent) is reported through ``on_error`` and the others still go;
+    connection failures propagate.
     Returns (successes, failures).
     """
     done: list[FileTransferResult] = []
