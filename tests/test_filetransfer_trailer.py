@@ -288,11 +288,44 @@ def test_a_file_changed_while_being_sent_over_loopback_and_the_next_one_still_ar
     assert (out / "later.bin").read_bytes() == later.read_bytes()
 
 
-def test_a_file_that_shrinks_while_being_sent_still_fails_the_sender(tmp_path: Path) -> None:
+def test_a_file_that_shrinks_while_being_sent_is_padded_to_its_size_and_aborted(
+    tmp_path: Path,
+) -> None:
+    """The header promised 10,000 bytes: exactly that many go out (zeros after the end),
+    then the abort trailer, so the receiver stays in step and stores nothing."""
     src = make_file(tmp_path / "shrinking.bin", 10_000, seed=9)
-    sender = ChangingConnection(ScriptedConnection([]), lambda: os.truncate(src, 2048))
-    with pytest.raises(TransferError, match="file shrank while being sent"):
+    original = src.read_bytes()
+    refusal = Verdict("shrinking.bin", False, error="aborted").encode()
+    sender = ChangingConnection(ScriptedConnection([refusal]), lambda: os.truncate(src, 2048))
+    with pytest.raises(TransferError, match=r"shrinking\.bin: file shrank while being sent$"):
         filetransfer.send_file(sender, src, chunk_size=1024)
+    content = sender.sent[1:-1]
+    assert sum(map(len, content)) == 10_000 and max(map(len, content)) <= 1024
+    # What was read (the reader may have buffered past the truncation), then zeros.
+    sent = b"".join(content)
+    read = sent.rstrip(b"\0")
+    assert 1024 <= len(read) < 10_000 and original.startswith(read)
+    assert FileTrailer.decode_untrusted(sender.sent[-1]) == FileTrailer(
+        None, "file shrank while being sent"
+    )
+
+
+def test_a_file_that_shrinks_over_loopback_and_the_next_one_still_arrives(tmp_path: Path) -> None:
+    src = make_file(tmp_path / "shrinking.bin", 100_000, seed=10)
+    later = make_file(tmp_path / "later.bin", 20_000, seed=11)
+    out = tmp_path / "out"
+    out.mkdir()
+    with served(out) as server:
+        with connect(server.address) as conn:
+            with pytest.raises(TransferError, match="file shrank while being sent"):
+                shrink = ChangingConnection(conn, lambda: os.truncate(src, 4096))
+                filetransfer.send_file(shrink, src, chunk_size=4096)
+            assert filetransfer.send_file(conn, later, chunk_size=4096).name == "later.bin"
+        server.wait_error(
+            r"'shrinking\.bin': the sender aborted it: 'file shrank while being sent'"
+        )
+    assert os.listdir(out) == ["later.bin"]
+    assert (out / "later.bin").read_bytes() == later.read_bytes()
 
 
 # --- the receiver ---------------------------------------------------------------------

@@ -48,7 +48,9 @@ which cost a whole extra read of the file before anything moved).  A file
 modified while being sent is still never stored: the sender compares
 ``os.fstat`` (size, modification and change times, inode) after the last chunk
 with what it was when the file was opened, and if they differ sends the
-trailer with ``error`` "file changed while being sent" instead of a digest.
+trailer with ``error`` "file changed while being sent" instead of a digest.  A
+file that ends before its announced size is made up to it with zeros (so the
+next file lines up) and aborted the same way: "file shrank while being sent".
 
 Refusals and errors
     A file the receiver refuses (a bad name, no room, an I/O error such as

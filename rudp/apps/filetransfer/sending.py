@@ -52,7 +52,9 @@ ProgressFactory = Callable[[str, int], Progress]
 """Makes a progress bar for (file name, total bytes)."""
 
 FILE_CHANGED = "file changed while being sent"
-"""The sender's reason in the trailer of a file it modified under our feet."""
+"""The sender's reason in the trailer of a file modified while it was read."""
+FILE_SHRANK = "file shrank while being sent"
+"""The sender's reason in the trailer of a file that ended before its announced size."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,9 @@ def send_file(
     chunk.  Returns only when the receiver confirmed that digest; the result's
     ``name`` is the name the receiver stored it under.  Raises
     :class:`TransferError` if the receiver refused the file (its reason in the
-    message) or its digest differs, if the file changed while being sent (the
-    receiver is told to discard it), and rudp's exceptions (``PeerUnreachable``,
+    message) or its digest differs, if the file changed or shrank while being
+    sent (the receiver is told to discard it; the connection stays usable for
+    the next file), and rudp's exceptions (``PeerUnreachable``,
     ``ConnectionClosed``, ``Timeout``) if the connection fails without a verdict
     explaining why.
     """
@@ -112,10 +115,15 @@ def send_file(
                 # Exactly ``size`` bytes go out even if the file grows meanwhile; a
                 # file that changed is caught by the fstat below.
                 sent = 0
+                shrank = False
                 while sent < size:
                     block = f.read(min(chunk_size, size - sent))
                     if not block:
-                        raise TransferError(f"{path}: file shrank while being sent")
+                        # The header promised ``size`` bytes: zeros make up the rest, so
+                        # the connection stays in step for the next file, and the trailer
+                        # tells the receiver to discard this one.
+                        shrank = True
+                        block = bytes(min(chunk_size, size - sent))
                     digest.update(block)
                     conn.send(block)
                     sent += len(block)
@@ -125,8 +133,11 @@ def send_file(
                 # meanwhile: its digest would match on the receiver and vouch for a
                 # file that never existed, so the trailer aborts it instead.
                 changed = _identity(os.fstat(f.fileno())) != _identity(opened)
+                problem = FILE_SHRANK if shrank else FILE_CHANGED if changed else None
                 trailer = (
-                    FileTrailer(None, FILE_CHANGED) if changed else FileTrailer(digest.hexdigest())
+                    FileTrailer(digest.hexdigest())
+                    if problem is None
+                    else FileTrailer(None, problem)
                 )
                 conn.send(trailer.encode())
             except (ConnectionClosed, ConnectionFailed) as exc:
@@ -138,8 +149,8 @@ def send_file(
         finally:
             if bar is not None:
                 bar.close()
-    if changed:  # the receiver refused it, as asked: our reason is the one that matters
-        raise TransferError(f"{path}: {FILE_CHANGED}")
+    if problem is not None:  # the receiver refused it, as asked: our reason is what matters
+        raise TransferError(f"{path}: {problem}")
     verdict = Verdict.decode_untrusted(message)
     if not verdict.ok:
         raise TransferError(f"receiver refused {name}: {verdict.error or 'no reason given'}")
