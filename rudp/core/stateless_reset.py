@@ -130,8 +130,8 @@ class StatelessResets:
         No state is kept: it names the client's id and acknowledges exactly its SYN,
         which is what a client in SYN_SENT requires of a RESET (section 6.4); ``token`` is
         a keyed endpoint's answer tag (section 6.8.1).  58 bytes against the SYN's 68, and
-        rate-limited with the stateless resets, so a spoofed
-        SYN flood cannot use it as an amplifier.
+        rate-limited with the stateless resets, so a spoofed SYN flood cannot use it as an
+        amplifier.
         """
         if not self._limiter.take(now):
             self._stats.stateless_resets_suppressed += 1
