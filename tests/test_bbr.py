@@ -300,6 +300,49 @@ def test_inflight_hi_grows_back_while_probing() -> None:
     assert cc.inflight_hi >= 50  # back to at least the BDP
 
 
+def _cycle_gains(
+    synth: Synthetic, rounds: int, *, flight: int, probing_flight: int = 120, rtt: float = 0.05
+) -> list[float]:
+    """The pacing gain at the end of each of ``rounds`` ProbeBW rounds (one phase each):
+    the flight is ``probing_flight`` in an up phase (enough to end it), else ``flight``."""
+    gains = []
+    for _ in range(rounds):
+        probing = synth.cc.pacing_gain > 1
+        synth.round(800.0, in_flight=probing_flight if probing else flight, rtt=rtt)
+        gains.append(round(synth.cc.pacing_gain, 2))
+    return gains
+
+
+def test_the_down_phase_holds_until_the_queue_is_gone() -> None:
+    """BBRv2's ProbeBW_DOWN: while the flight is above the BDP and every RTT sample shows
+    a queue, the 0.75 gain holds through the cruise phases; once the queue is gone, cruise
+    is at 1.0 again.  The cycle keeps its length: the next up phase comes on time."""
+    cc = bbr()
+    synth = Synthetic(cc)  # 800 packets/s, 50 ms: BDP 40
+    synth.steady(800.0, rounds=20)
+    assert cc.mode is Mode.PROBE_BW
+    queued = _cycle_gains(synth, 16, flight=120, rtt=2 * synth.rtt)
+    up = queued.index(max(queued))
+    cycle = queued[up : up + 8]
+    assert cycle[0] > 1 and cycle[1:] == [0.75] * 7, queued  # drained all cycle long
+    assert queued[up + 8] > 1  # and probed again on time
+    # The RTT still shows a queue, but the flight is back at the BDP: the queue is gone.
+    drained = _cycle_gains(synth, 16, flight=40, rtt=1.5 * synth.rtt)
+    up = drained.index(max(drained))
+    assert drained[up + 1 : up + 8] == [0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], drained
+
+
+def test_an_rtt_without_queue_ends_the_down_phase_whatever_the_flight() -> None:
+    """Under loss the flight counts packets not yet known lost: an RTT sample at min_rtt
+    is the evidence that the queue is gone, and the drain stops there."""
+    cc = bbr()
+    synth = Synthetic(cc)
+    synth.steady(800.0, rounds=20)
+    gains = _cycle_gains(synth, 16, flight=120)
+    up = gains.index(max(gains))
+    assert gains[up + 1 : up + 8] == [0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], gains
+
+
 def test_capacity_that_returns_is_used_again() -> None:
     model, flow, _cc, _ = single_flow(until=5.0)
     model.set_rate(RATE / 2)

@@ -53,9 +53,19 @@ Other choices:
   a BDP drains one flow's queue; the 4-packet dip costs 4-6% at 200 ms.
 * ProbeBW starts deterministically in phase 2 (the first 1.0): no randomness
   in the core, and flows' different start times desynchronise their cycles.
-* ``cwnd = 2 * BDP + 2`` (a two-packet quantum: the receiver acks every other
-  packet), at least 4 (BBRMinPipeCwnd), capped by ``inflight_hi``, ProbeRTT
-  and persistent congestion, never below ``MIN_WINDOW``.
+* The down phase drains the queue, not just a min_rtt of it: its 0.75 gain holds
+  through the cruise phases until the flight is down to the BDP and the quantization
+  budget, or an RTT sample comes within the no-queue slack of min_rtt (BBRv2's
+  ProbeBW_DOWN, which also waits for the queue to go; the next up phase ends it in
+  any case, so the cycle keeps its length).  v1's one-min_rtt drain leaves whatever
+  queue the max filter's upward bias built standing, up to the window: measured on
+  the shared-bottleneck model, 10 Mbit/s, 10 ms, a 4-BDP queue, a lone flow's mean
+  queue was 1.21 min RTT (0.64 now), and two flows sharing 20 Mbit/s at 40 ms split
+  23% / 74% over 10 s (49% / 48% now).  The RTT exit keeps lossy paths from draining
+  on a flight inflated by packets not yet known lost.
+* ``cwnd = 2 * BDP + 3 * send_quantum`` (the quantization budget), at least 4
+  (BBRMinPipeCwnd), capped by ``inflight_hi``, ProbeRTT and persistent congestion,
+  never below ``MIN_WINDOW``.
 * Persistent congestion: ``MIN_WINDOW`` until a round has passed since, then
   straight back to the model (v1 restores ``prior_cwnd`` after an RTO).  A
   spurious loss undoes an ``inflight_hi`` cut of this or the previous round and
@@ -83,6 +93,7 @@ CWND_GAIN = 2.0
 """v1 section 4.3.4: twice the BDP absorbs delayed and aggregated acks."""
 GAIN_CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 """v1 section 4.3.4.3: probe up for one min_rtt, drain what that built, cruise six."""
+DOWN_GAIN = GAIN_CYCLE[1]
 PROBE_BW_START_PHASE = 2
 
 BW_WINDOW_ROUNDS = 10
@@ -205,6 +216,7 @@ class Bbr(CongestionController):
         self._cycle_index = PROBE_BW_START_PHASE
         self._cycle_stamp = 0.0
         self._phase_lost = 0
+        self._draining = False  # the down phase's gain holds until the queue is gone
         # ProbeRTT.
         self._probe_rtt_done: float | None = None
         self._probe_rtt_round_done = False
@@ -319,7 +331,7 @@ class Bbr(CongestionController):
         self._check_full_pipe(sample)
         self._check_drain(now, in_flight)
         if self.mode is Mode.PROBE_BW:
-            self._update_cycle(now, in_flight + acked)
+            self._update_cycle(now, in_flight + acked, rtt)
             self._probe_inflight_hi_upward(in_flight + acked, acked)
         self._check_probe_rtt(now, in_flight, min_rtt_expired)
         self._set_pacing_rate()
@@ -403,8 +415,11 @@ class Bbr(CongestionController):
         """Even the round's largest RTT stayed close to min_rtt."""
         if not math.isfinite(self._min_rtt):
             return False
-        slack = max(NO_QUEUE_FRACTION * self._min_rtt, QUEUE_DELAY_FLOOR)
-        return self._round_max_rtt - self._min_rtt <= slack
+        return self._round_max_rtt - self._min_rtt <= self._no_queue_slack()
+
+    def _no_queue_slack(self) -> float:
+        """How far above min_rtt an RTT sample may be and still have seen no queue."""
+        return max(NO_QUEUE_FRACTION * self._min_rtt, QUEUE_DELAY_FLOOR)
 
     @staticmethod
     def _heavy_loss(lost: int, acked: int) -> bool:
@@ -502,6 +517,7 @@ class Bbr(CongestionController):
     def _enter_probe_bw(self, now: float) -> None:
         self.mode = Mode.PROBE_BW
         self._cwnd_gain = CWND_GAIN
+        self._draining = False  # Drain and ProbeRTT left no queue
         self._enter_cycle_phase(now, PROBE_BW_START_PHASE)
 
     def _enter_cycle_phase(self, now: float, index: int) -> None:
@@ -512,15 +528,30 @@ class Bbr(CongestionController):
         self._cycle_stamp = now
         gain = GAIN_CYCLE[index]
         if gain > 1:
+            self._draining = False
             # Only 1 - p of what is sent reaches the bottleneck: without this a 1.25 probe
             # at 20% loss offers the bottleneck exactly max_bw and can never find more.
             gain /= 1 - min(self.random_loss, LOSS_TOLERANCE)
+        elif gain < 1:
+            self._draining = True
+        elif self._draining:
+            gain = DOWN_GAIN  # the queue is still there: cruising would keep it standing
         self._pacing_gain = gain
         self._phase_lost = 0
 
-    def _update_cycle(self, now: float, prior_in_flight: int) -> None:
+    def _update_cycle(self, now: float, prior_in_flight: int, rtt: float) -> None:
         """v1 section 4.3.4.3 BBRIsNextCyclePhase."""
         full_length = now - self._cycle_stamp > self._min_rtt
+        if self._draining and (
+            prior_in_flight <= self.bdp() + self._quantization_budget()
+            or 0 <= rtt <= self._min_rtt + self._no_queue_slack()
+        ):
+            # The queue is gone: the flight is what the path holds with the room the
+            # window keeps anyway, or an RTT sample saw no queue at all (under loss, the
+            # flight still counts packets not yet known lost).
+            self._draining = False
+            if GAIN_CYCLE[self._cycle_index] == 1:
+                self._pacing_gain = 1.0
         gain = self._pacing_gain
         if gain > 1:
             advance = full_length and (self._phase_lost > 0 or prior_in_flight >= self.bdp(gain))
@@ -530,6 +561,16 @@ class Bbr(CongestionController):
             advance = full_length
         if advance:
             self._enter_cycle_phase(now, (self._cycle_index + 1) % len(GAIN_CYCLE))
+
+    def _quantization_budget(self) -> float:
+        """Packets of room beyond gain x BDP: a few send quanta (section 4.6.4.2)."""
+        low, high = SEND_QUANTUM_PACKETS
+        # The send quantum of the model's rate: a window floor must not feed back into the
+        # window through it (measured on a 0.3 ms, 100 Mbit/s model path: 44-packet
+        # quanta, cwnd 65 and overflow loss in a 32-packet queue, against cwnd 32).
+        rate = self._pacing_rate if self._model_rate is None else self._model_rate
+        quantum = min(max(rate * SEND_QUANTUM_SECONDS, low), high)
+        return (QUANTIZATION_QUANTA if self._model_rate is None else FLOORED_QUANTA) * quantum
 
     def _probe_inflight_hi_upward(self, prior_in_flight: int, acked: int) -> None:
         """BBRv2 ProbeBW_UP: raise a binding inflight_hi by 2**k packets per round."""
@@ -596,14 +637,7 @@ class Bbr(CongestionController):
 
     def _set_cwnd(self, acked: int) -> None:
         """v1 sections 4.2.3.2 and 4.2.3.6: grow by what was delivered towards gain * BDP + 2."""
-        low, high = SEND_QUANTUM_PACKETS
-        # The send quantum of the model's rate: a window floor must not feed back into the
-        # window through it (measured on a 0.3 ms, 100 Mbit/s model path: 44-packet
-        # quanta, cwnd 65 and overflow loss in a 32-packet queue, against cwnd 32).
-        rate = self._pacing_rate if self._model_rate is None else self._model_rate
-        quantum = min(max(rate * SEND_QUANTUM_SECONDS, low), high)
-        quanta = QUANTIZATION_QUANTA if self._model_rate is None else FLOORED_QUANTA
-        target = self.bdp(self._cwnd_gain) + quanta * quantum
+        target = self.bdp(self._cwnd_gain) + self._quantization_budget()
         cwnd = self._model_cwnd
         if self.filled_pipe:
             cwnd = min(cwnd + acked, target)
