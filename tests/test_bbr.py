@@ -271,6 +271,35 @@ def test_queue_delay_below_the_threshold_is_not_evidence() -> None:
     assert cc.congestion_events == 0
 
 
+def test_loss_that_only_rounds_with_a_queue_see_is_congestion() -> None:
+    """A buffer too shallow for the standing-queue test: its queue lifts the RTT by less
+    than a quarter of min_rtt, but only the rounds that queue lose packets.  Tail drops:
+    pooled to 100 packets, they bound the flight, no lower than the drained flight."""
+    cc = bbr()
+    synth = Synthetic(cc)  # 800 packets/s, 50 ms: BDP 40
+    synth.steady(800.0, rounds=20)
+    assert cc.random_loss == 0.0 and math.isinf(cc.inflight_hi)
+    for _ in range(3):  # 120 packets, +8 ms: a queue, not a standing one
+        synth.round(800.0, lost_fraction=0.1, rtt=synth.rtt + 0.008, in_flight=60)
+    synth.round(800.0, rtt=synth.rtt + 0.008)
+    assert cc.congestion_events == 1
+    assert cc.bdp() <= cc.inflight_hi <= 0.7 * 61 + cc.bdp()
+
+
+def test_loss_at_the_rate_of_rounds_without_a_queue_is_random() -> None:
+    """The same rounds, on a path that also loses 10% with no queue at all: the queue
+    adds no loss of its own, so nothing is congestion."""
+    cc = bbr()
+    synth = Synthetic(cc)
+    synth.steady(800.0, rounds=20)
+    for _ in range(10):
+        synth.round(800.0, lost_fraction=0.1)  # no queue: random_loss learns 10%
+    assert cc.random_loss == pytest.approx(0.1, abs=0.02)
+    for _ in range(9):
+        synth.round(800.0, lost_fraction=0.1, rtt=synth.rtt + 0.008, in_flight=60)
+    assert cc.congestion_events == 0 and math.isinf(cc.inflight_hi)
+
+
 def test_loss_beyond_the_tolerance_is_congestion_without_delay() -> None:
     cc = bbr()
     synth = Synthetic(cc)

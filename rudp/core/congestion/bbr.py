@@ -24,6 +24,15 @@ The loss rule, judged once per round trip (rounds counted with
   whatever the delay.  At 20% random loss a false alarm has probability
   4e-6 per block, at 25% 7e-4 (40-packet blocks gave 3e-4 at 20%: one
   false cut in 30 s in the test model, each one capping the flow for seconds).
+  Or (c) rounds that saw *some* queue (their smallest RTT above min_rtt by more
+  than the no-queue slack and the jitter allowance, below (a)'s threshold), pooled
+  to 100 packets, lost more than 1.5 times ``random_loss`` (at least 1%) by three
+  binomial deviations: random loss strikes whatever the queue, tail drops only with
+  one, so this finds a buffer too shallow for (a) (a quarter BDP never lifts the RTT
+  by a quarter).  Not in Startup, which has not learnt ``random_loss`` yet; the cut
+  keeps at least the BDP and the quantization budget, the flight of an empty queue.
+  Measured on the shared-bottleneck model, two flows on a quarter-BDP queue at
+  50 Mbit/s, 100 ms: overflow loss 6% / 10% -> 0.9% / 0.6%, Jain 0.80 -> 0.91.
 * Congestion sets ``inflight_hi = max(MIN_WINDOW, 0.7 * inflight at loss)``
   (BBRv2's beta), at least one BDP when it ends Startup (to Drain; with random
   loss it is Startup's own queue that made the loss count), and ends a ProbeBW
@@ -166,6 +175,15 @@ queue (tests/test_bbr.py): three quanta lost 4.4% of the packets to overflow, tw
 (as pacing at gain x bandwidth does); one cost the loopback blocking API 15%."""
 MAX_PROBE_UP_EXPONENT = 30
 RANDOM_LOSS_PACKETS = 200
+EXCESS_LOSS_MIN_PACKETS = 100
+"""Packets (lost + delivered) of rounds with some queue that the excess-loss rule pools."""
+EXCESS_LOSS_SIGMAS = 3.0
+"""Binomial deviations above the expected loss that rule (c) asks for..."""
+EXCESS_LOSS_RATIO = 1.5
+"""...above this multiple of ``random_loss``, an average that lags (measured: one false
+alarm at 20% random loss, 100 ms, with a ratio of 1, estimate 0.175, costing 3%)..."""
+EXCESS_LOSS_FLOOR = 0.01
+"""...and of at least this loss rate, so a path without random loss still needs a few."""
 """The random-loss estimate averages over about this many packets."""
 
 
@@ -228,6 +246,9 @@ class Bbr(CongestionController):
         self._round_inflight_at_loss = 0
         self._block_lost = 0
         self._block_total = 0
+        self._queued_lost = 0  # rounds that saw some queue, pooled (the excess-loss rule)
+        self._queued_total = 0
+        self._queued_inflight_at_loss = 0
         self._block_inflight_at_loss = 0
         self.random_loss = 0.0
         """Loss fraction of rounds the loss rule did not judge congested (an average)."""
@@ -383,6 +404,17 @@ class Bbr(CongestionController):
             # drops in a buffer too shallow for _standing_queue cannot pass for it.
             weight = min(1.0, total / RANDOM_LOSS_PACKETS)
             self.random_loss += (lost / total - self.random_loss) * weight
+        elif total and self.filled_pipe and self._some_queue():
+            # (Not in Startup: a few rounds teach random_loss too little to judge against.)
+            self._queued_lost += lost
+            self._queued_total += total
+            self._queued_inflight_at_loss = max(
+                self._queued_inflight_at_loss, self._round_inflight_at_loss
+            )
+            if self._queued_total >= EXCESS_LOSS_MIN_PACKETS:
+                if self._excess_loss(self._queued_lost, self._queued_total):
+                    self._on_congestion(now, self._queued_inflight_at_loss, self._drained_flight())
+                self._queued_lost = self._queued_total = self._queued_inflight_at_loss = 0
         if self._block_total >= HEAVY_LOSS_MIN_PACKETS:
             if self._heavy_loss(self._block_lost, self._block_total - self._block_lost):
                 self._on_congestion(now, self._block_inflight_at_loss)
@@ -417,9 +449,25 @@ class Bbr(CongestionController):
             return False
         return self._round_max_rtt - self._min_rtt <= self._no_queue_slack()
 
+    def _some_queue(self) -> bool:
+        """The round's smallest RTT stayed above min_rtt by more than the no-queue slack
+        and the jitter allowance: some queue all round, if less than a standing one."""
+        if not (math.isfinite(self._min_rtt) and math.isfinite(self._round_min_rtt)):
+            return False
+        allowance = max(self._no_queue_slack(), JITTER_ALLOWANCE * self._rtt_deviation)
+        return self._round_min_rtt - self._min_rtt > allowance
+
     def _no_queue_slack(self) -> float:
         """How far above min_rtt an RTT sample may be and still have seen no queue."""
         return max(NO_QUEUE_FRACTION * self._min_rtt, QUEUE_DELAY_FLOOR)
+
+    def _excess_loss(self, lost: int, total: int) -> bool:
+        """Rounds with a queue lost more than rounds without one, by EXCESS_LOSS_SIGMAS
+        binomial deviations: tail drops, in a buffer too shallow for a standing queue to
+        show in the RTT (random loss strikes whatever the queue)."""
+        p = max(self.random_loss, EXCESS_LOSS_FLOOR)
+        margin = EXCESS_LOSS_SIGMAS * math.sqrt(total * p * (1 - p))
+        return lost > EXCESS_LOSS_RATIO * p * total + margin
 
     @staticmethod
     def _heavy_loss(lost: int, acked: int) -> bool:
@@ -431,9 +479,9 @@ class Bbr(CongestionController):
         margin = LOSS_MARGIN_SIGMAS * math.sqrt(total * p * (1 - p))
         return lost > p * total + margin
 
-    def _on_congestion(self, now: float, inflight_at_loss: int) -> None:
+    def _on_congestion(self, now: float, inflight_at_loss: int, floor: float = 0.0) -> None:
         """Real congestion: bound the flight, leave Startup, stop probing (BBRv2)."""
-        cut = max(float(MIN_WINDOW), BETA * inflight_at_loss)
+        cut = max(float(MIN_WINDOW), BETA * inflight_at_loss, floor)
         if self.mode is Mode.STARTUP:
             # Startup's own queue is what made the loss count: the pipe is full, so keep
             # at least one BDP (BBRv2 leaves Startup with inflight_hi >= the BDP too).
@@ -561,6 +609,9 @@ class Bbr(CongestionController):
             advance = full_length
         if advance:
             self._enter_cycle_phase(now, (self._cycle_index + 1) % len(GAIN_CYCLE))
+
+    def _drained_flight(self) -> float:
+        return self.bdp() + self._quantization_budget()
 
     def _quantization_budget(self) -> float:
         """Packets of room beyond gain x BDP: a few send quanta (section 4.6.4.2)."""
