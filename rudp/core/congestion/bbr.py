@@ -92,6 +92,7 @@ from enum import Enum
 
 from rudp.config import Config
 from rudp.core.congestion.base import MIN_WINDOW, CongestionController, RateSample, register
+from rudp.core.congestion.bbr_loss import LOSS_TOLERANCE, LossRule, no_queue_slack
 from rudp.core.congestion.delivery_rate import TIME_EPSILON
 
 STARTUP_GAIN = 2 / math.log(2)
@@ -135,28 +136,6 @@ FULL_BW_ROUNDS = 3
 
 BETA = 0.7
 """BBRv2 BBRBeta: inflight_hi after congestion, as a fraction of the flight at loss."""
-LOSS_TOLERANCE = 0.30
-"""Loss fraction per round beyond which loss is congestion even without delay."""
-LOSS_MARGIN_SIGMAS = 2.0
-"""Standard deviations above the tolerance a round must be (small rounds are noisy)."""
-HEAVY_LOSS_MIN_PACKETS = 100
-"""Packets (lost + delivered) a heavy-loss judgement needs; whole rounds are pooled."""
-QUEUE_DELAY_FRACTION = 0.25
-"""A standing queue is a round minimum RTT above min_rtt by this fraction of it..."""
-QUEUE_DELAY_FLOOR = 0.004
-"""...and by at least this many seconds.  On a 2 ms path a quarter of min_rtt is half a
-millisecond, less than the queue BBR's own 2 x BDP window and the peer's delayed acks
-keep; a 1 ms floor took 10% random loss for congestion there (0.77 of the link against
-1.0 with 4 ms).  A full one-BDP queue of any path is still far above it."""
-JITTER_GAIN = 0.25
-"""Gain of the RTT deviation's moving average (RFC 6298's beta)."""
-JITTER_ALLOWANCE = 4.0
-"""Deviations of jitter the queue-delay test allows, RFC 6298's K (measured: 20 Mbit/s,
-40 ms RTT, +/-20 ms jitter each way, 5% loss: 0.46 Mbit/s when jitter passed for a
-queue)."""
-NO_QUEUE_FRACTION = 0.1
-"""A round whose largest RTT stays within this fraction of min_rtt (and the floor) saw no
-queue at all: only such rounds teach ``random_loss``."""
 INITIAL_RTT_GUESS = 0.001
 """Nominal RTT before any sample (the draft's BBRInitPacingRate)."""
 PACING_GRANULARITY = 0.001
@@ -174,17 +153,6 @@ the bottleneck queues.  Measured on a 0.3 ms, 100 Mbit/s model path with a 32-pa
 queue (tests/test_bbr.py): three quanta lost 4.4% of the packets to overflow, two 0.4%
 (as pacing at gain x bandwidth does); one cost the loopback blocking API 15%."""
 MAX_PROBE_UP_EXPONENT = 30
-RANDOM_LOSS_PACKETS = 200
-EXCESS_LOSS_MIN_PACKETS = 100
-"""Packets (lost + delivered) of rounds with some queue that the excess-loss rule pools."""
-EXCESS_LOSS_SIGMAS = 3.0
-"""Binomial deviations above the expected loss that rule (c) asks for..."""
-EXCESS_LOSS_RATIO = 1.5
-"""...above this multiple of ``random_loss``, an average that lags (measured: one false
-alarm at 20% random loss, 100 ms, with a ratio of 1, estimate 0.175, costing 3%)..."""
-EXCESS_LOSS_FLOOR = 0.01
-"""...and of at least this loss rate, so a path without random loss still needs a few."""
-"""The random-loss estimate averages over about this many packets."""
 
 
 class Mode(Enum):
@@ -214,7 +182,6 @@ class Bbr(CongestionController):
         self._pacing_rate = 0.0
         self._model_rate: float | None = None  # gain x max_bw when the window floor is above
         self._srtt: float | None = None
-        self._rtt_deviation = 0.0  # mean deviation of the samples from srtt: the jitter
         # Bandwidth: (round, rate) pairs, rates decreasing from the left (an exact windowed max).
         self._bw_filter: deque[tuple[int, float]] = deque()
         self._min_rtt = float("inf")
@@ -238,20 +205,7 @@ class Bbr(CongestionController):
         # ProbeRTT.
         self._probe_rtt_done: float | None = None
         self._probe_rtt_round_done = False
-        # The loss rule: this round's counters.
-        self._round_lost = 0
-        self._round_acked = 0
-        self._round_min_rtt = float("inf")
-        self._round_max_rtt = 0.0
-        self._round_inflight_at_loss = 0
-        self._block_lost = 0
-        self._block_total = 0
-        self._queued_lost = 0  # rounds that saw some queue, pooled (the excess-loss rule)
-        self._queued_total = 0
-        self._queued_inflight_at_loss = 0
-        self._block_inflight_at_loss = 0
-        self.random_loss = 0.0
-        """Loss fraction of rounds the loss rule did not judge congested (an average)."""
+        self._loss = LossRule(self._on_congestion)
         self.inflight_hi = float("inf")
         """The flight bound learnt from congestion (BBRv2); ``inf`` until the first."""
         self._inflight_hi_undo: tuple[float, int] | None = None
@@ -264,6 +218,11 @@ class Bbr(CongestionController):
         self._set_pacing_rate()
 
     # --- the model -------------------------------------------------------------------
+
+    @property
+    def random_loss(self) -> float:
+        """Loss fraction of rounds that saw no queue at all: the loss that is not ours."""
+        return self._loss.random_loss
 
     @property
     def max_bw(self) -> float:
@@ -332,29 +291,21 @@ class Bbr(CongestionController):
                 self._pacing_rate = STARTUP_GAIN * self._initial / srtt
         rtt = sample.rtt if sample is not None else now - newest_acked_sent_time
         if self._srtt is not None and sample is not None:
-            deviation = abs(sample.rtt - self._srtt)
-            self._rtt_deviation += JITTER_GAIN * (deviation - self._rtt_deviation)
+            self._loss.on_rtt_sample(sample.rtt, self._srtt)
         self._round_start = False
         if sample is not None:
             self._delivered = sample.prior_delivered + sample.delivered
             if sample.prior_delivered >= self._next_round_delivered:
                 self._start_round(now)
             self._update_max_bw(sample)
-        self._round_acked += acked
-        if rtt >= 0:
-            if rtt < self._round_min_rtt:
-                self._round_min_rtt = rtt
-            if rtt > self._round_max_rtt:
-                self._round_max_rtt = rtt
-            min_rtt_expired = self._update_min_rtt(now, rtt)
-        else:
-            min_rtt_expired = self._min_rtt_expired(now)
+        self._loss.on_ack(acked, rtt)
+        expired = self._update_min_rtt(now, rtt) if rtt >= 0 else self._min_rtt_expired(now)
         self._check_full_pipe(sample)
         self._check_drain(now, in_flight)
         if self.mode is Mode.PROBE_BW:
             self._update_cycle(now, in_flight + acked, rtt)
             self._probe_inflight_hi_upward(in_flight + acked, acked)
-        self._check_probe_rtt(now, in_flight, min_rtt_expired)
+        self._check_probe_rtt(now, in_flight, expired)
         self._set_pacing_rate()
         self._set_cwnd(acked)
 
@@ -364,9 +315,8 @@ class Bbr(CongestionController):
         """Count the loss for this round; the round's end judges it (the loss rule)."""
         if lost <= 0:
             return
-        self._round_lost += lost
+        self._loss.on_loss(lost, in_flight)
         self._phase_lost += lost
-        self._round_inflight_at_loss = max(self._round_inflight_at_loss, in_flight + lost)
 
     def on_persistent_congestion(self, now: float) -> None:
         """``MIN_WINDOW`` for one round trip from now, then the model's window again."""
@@ -385,103 +335,19 @@ class Bbr(CongestionController):
     # --- rounds and the loss rule -------------------------------------------------------
 
     def _start_round(self, now: float) -> None:
-        """A round trip ended with this ack: judge its losses, then reset its counters."""
+        """A round trip ended with this ack: judge its losses (``LossRule``)."""
         self._next_round_delivered = self._delivered
         self.round_count += 1
         self._round_start = True
-        lost = self._round_lost
-        self._block_lost += lost
-        self._block_total += lost + self._round_acked
-        self._block_inflight_at_loss = max(
-            self._block_inflight_at_loss, self._round_inflight_at_loss
-        )
-        total = lost + self._round_acked
-        if lost and self._standing_queue():
-            self._on_congestion(now, self._round_inflight_at_loss)
-        elif total and self._no_queue():
-            # Loss without any queue is not ours: learn its rate, to make up for it when
-            # probing (_enter_cycle_phase).  Rounds with some queue are left out so tail
-            # drops in a buffer too shallow for _standing_queue cannot pass for it.
-            weight = min(1.0, total / RANDOM_LOSS_PACKETS)
-            self.random_loss += (lost / total - self.random_loss) * weight
-        elif total and self.filled_pipe and self._some_queue():
-            # (Not in Startup: a few rounds teach random_loss too little to judge against.)
-            self._queued_lost += lost
-            self._queued_total += total
-            self._queued_inflight_at_loss = max(
-                self._queued_inflight_at_loss, self._round_inflight_at_loss
-            )
-            if self._queued_total >= EXCESS_LOSS_MIN_PACKETS:
-                if self._excess_loss(self._queued_lost, self._queued_total):
-                    self._on_congestion(now, self._queued_inflight_at_loss, self._drained_flight())
-                self._queued_lost = self._queued_total = self._queued_inflight_at_loss = 0
-        if self._block_total >= HEAVY_LOSS_MIN_PACKETS:
-            if self._heavy_loss(self._block_lost, self._block_total - self._block_lost):
-                self._on_congestion(now, self._block_inflight_at_loss)
-            self._block_lost = self._block_total = self._block_inflight_at_loss = 0
-        self._round_lost = 0
-        self._round_acked = 0
-        self._round_min_rtt = float("inf")
-        self._round_max_rtt = 0.0
-        self._round_inflight_at_loss = 0
+        self._loss.end_round(now, self._min_rtt, self.filled_pipe)
         if self._clamp_until_round is not None and self.round_count >= self._clamp_until_round:
             self._clamp_until_round = None
 
-    def _queue_delay_threshold(self) -> float:
-        # Jitter raises samples whether or not there is a queue: a path whose RTT
-        # scatters looks queued by about the scatter.  A standing queue raises the RTT
-        # steadily, which keeps the deviation small, so the test still sees it.
-        return max(
-            QUEUE_DELAY_FRACTION * self._min_rtt,
-            QUEUE_DELAY_FLOOR,
-            JITTER_ALLOWANCE * self._rtt_deviation,
-        )
-
-    def _standing_queue(self) -> bool:
-        """The round's smallest RTT stayed above min_rtt by the queue-delay threshold."""
-        if not (math.isfinite(self._min_rtt) and math.isfinite(self._round_min_rtt)):
-            return False
-        return self._round_min_rtt - self._min_rtt > self._queue_delay_threshold()
-
-    def _no_queue(self) -> bool:
-        """Even the round's largest RTT stayed close to min_rtt."""
-        if not math.isfinite(self._min_rtt):
-            return False
-        return self._round_max_rtt - self._min_rtt <= self._no_queue_slack()
-
-    def _some_queue(self) -> bool:
-        """The round's smallest RTT stayed above min_rtt by more than the no-queue slack
-        and the jitter allowance: some queue all round, if less than a standing one."""
-        if not (math.isfinite(self._min_rtt) and math.isfinite(self._round_min_rtt)):
-            return False
-        allowance = max(self._no_queue_slack(), JITTER_ALLOWANCE * self._rtt_deviation)
-        return self._round_min_rtt - self._min_rtt > allowance
-
-    def _no_queue_slack(self) -> float:
-        """How far above min_rtt an RTT sample may be and still have seen no queue."""
-        return max(NO_QUEUE_FRACTION * self._min_rtt, QUEUE_DELAY_FLOOR)
-
-    def _excess_loss(self, lost: int, total: int) -> bool:
-        """Rounds with a queue lost more than rounds without one, by EXCESS_LOSS_SIGMAS
-        binomial deviations: tail drops, in a buffer too shallow for a standing queue to
-        show in the RTT (random loss strikes whatever the queue)."""
-        p = max(self.random_loss, EXCESS_LOSS_FLOOR)
-        margin = EXCESS_LOSS_SIGMAS * math.sqrt(total * p * (1 - p))
-        return lost > EXCESS_LOSS_RATIO * p * total + margin
-
-    @staticmethod
-    def _heavy_loss(lost: int, acked: int) -> bool:
-        """More than LOSS_TOLERANCE lost, by LOSS_MARGIN_SIGMAS binomial deviations."""
-        total = lost + acked
-        if total <= 0:
-            return False
-        p = LOSS_TOLERANCE
-        margin = LOSS_MARGIN_SIGMAS * math.sqrt(total * p * (1 - p))
-        return lost > p * total + margin
-
-    def _on_congestion(self, now: float, inflight_at_loss: int, floor: float = 0.0) -> None:
+    def _on_congestion(self, now: float, inflight_at_loss: int, keep_drained_flight: bool) -> None:
         """Real congestion: bound the flight, leave Startup, stop probing (BBRv2)."""
-        cut = max(float(MIN_WINDOW), BETA * inflight_at_loss, floor)
+        cut = max(float(MIN_WINDOW), BETA * inflight_at_loss)
+        if keep_drained_flight:  # rule (c): never below the flight of an empty queue
+            cut = max(cut, self._drained_flight())
         if self.mode is Mode.STARTUP:
             # Startup's own queue is what made the loss count: the pipe is full, so keep
             # at least one BDP (BBRv2 leaves Startup with inflight_hi >= the BDP too).
@@ -491,7 +357,7 @@ class Bbr(CongestionController):
         self.congestion_events += 1
         self._probe_up_exponent = 0
         self._probe_up_acked = 0.0
-        self._block_lost = self._block_total = self._block_inflight_at_loss = 0
+        self._loss.forget_blocks()
         if self.mode is Mode.STARTUP:
             self.filled_pipe = True
         elif self.mode is Mode.PROBE_BW and self._pacing_gain > 1:
@@ -579,7 +445,7 @@ class Bbr(CongestionController):
             self._draining = False
             # Only 1 - p of what is sent reaches the bottleneck: without this a 1.25 probe
             # at 20% loss offers the bottleneck exactly max_bw and can never find more.
-            gain /= 1 - min(self.random_loss, LOSS_TOLERANCE)
+            gain /= 1 - min(self._loss.random_loss, LOSS_TOLERANCE)
         elif gain < 1:
             self._draining = True
         elif self._draining:
@@ -592,7 +458,7 @@ class Bbr(CongestionController):
         full_length = now - self._cycle_stamp > self._min_rtt
         if self._draining and (
             prior_in_flight <= self.bdp() + self._quantization_budget()
-            or 0 <= rtt <= self._min_rtt + self._no_queue_slack()
+            or 0 <= rtt <= self._min_rtt + no_queue_slack(self._min_rtt)
         ):
             # The queue is gone: the flight is what the path holds with the room the
             # window keeps anyway, or an RTT sample saw no queue at all (under loss, the
