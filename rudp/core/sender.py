@@ -55,6 +55,7 @@ class _Sent:
         "last_pn",
         "lost",
         "lost_at",
+        "lost_blind",
         "payload",
         "pns",
         "sacked",
@@ -74,6 +75,9 @@ class _Sent:
         """Declared lost and queued for retransmission."""
         self.lost_at: float | None = None
         """When a transmission of it was last declared lost (for the spurious-loss undo)."""
+        self.lost_blind = False
+        """Declared lost while the peer's acks carried all the SACK blocks they can: it may
+        have arrived unreported, so a later ack of it says nothing of reordering."""
         self.sacked = False
         """Selectively acknowledged: the peer holds it; never send it again."""
 
@@ -136,6 +140,7 @@ class Sender:
         self.timeouts = 0
         """Probe timeouts, and handshake retransmission timeouts (counted by the handshake)."""
         self.spurious_retransmissions = 0
+        self._acks_truncated = False  # the last ack carried every SACK block it could
         self.messages_sent = 0
         self.messages_acked = 0
 
@@ -369,6 +374,9 @@ class Sender:
         ack_delay: float,
     ) -> None:
         """Process a valid cumulative ack, window, SACK blocks and packet-number echo."""
+        # A full set of blocks may leave older arrivals out (section 8.2): losses declared
+        # now may be arrivals the peer could not report.
+        self._acks_truncated = len(sack) >= wire.MAX_SACK_BLOCKS
         una = self.snd_una
         if ack < una:
             return  # an old ack overtaken by newer ones: nothing new in it
@@ -420,7 +428,9 @@ class Sender:
             # Its data arrived through a transmission older than the one we would send
             # (or sent) after declaring it lost: that loss was spurious (RFC 4015).
             self.spurious_retransmissions += 1
-            self.recovery.on_spurious_retransmission(record.lost_at, now)
+            self.recovery.on_spurious_retransmission(
+                record.lost_at, now, reordered=not record.lost_blind
+            )
         record.lost = False
 
     def _on_lost(self, pn: int, seq: int, now: float) -> None:
@@ -441,6 +451,7 @@ class Sender:
             return  # a later transmission (a probe) is still on its way
         record.lost = True
         record.lost_at = now
+        record.lost_blind = self._acks_truncated
         self._lost.append(seq)
         self.fast_retransmits += 1
 
