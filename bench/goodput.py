@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from rudp.testing import (
     overflow_loss_fraction,
     run_bottleneck,
     standing_queue_delay,
+    transfer,
 )
 
 RATE = 20e6
@@ -250,6 +251,55 @@ def scenarios(controller: str, seed: int, duration: float) -> list[Scenario]:
     ]
 
 
+# --- impairments other than loss -------------------------------------------------------------
+
+IMPAIRMENT_RTT = 0.04
+IMPAIRMENT_BYTES = 10_000_000
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """One single-flow path: the issue's 40 ms over the 1-BDP bottleneck, plus impairments
+    (``LinkProfile`` fields) on the data and the ack direction."""
+
+    name: str
+    forward: tuple[tuple[str, float], ...] = ()
+    reverse: tuple[tuple[str, float], ...] = ()
+    data_loss: float = 0.0
+    """The share of data datagrams the impairment destroys (for the (1-p) normalisation)."""
+
+
+IMPAIRMENTS = (
+    Impairment("jitter +/-10 ms each way", (("jitter", 0.01),), (("jitter", 0.01),)),
+    Impairment("20% of data 10 ms late", (("reorder", 0.2), ("reorder_delay", 0.01))),
+    Impairment("5% of data 50 ms late", (("reorder", 0.05), ("reorder_delay", 0.05))),
+    Impairment("10% duplicated each way", (("duplicate", 0.1),), (("duplicate", 0.1),)),
+    Impairment("5% corrupted each way", (("corrupt", 0.05),), (("corrupt", 0.05),), 0.05),
+    Impairment("ack path 200 kbit/s", (), (("rate_bps", 2e5), ("queue_limit", 50))),
+    Impairment("50% of acks lost", (), (("loss", 0.5),)),
+)
+
+
+def run_impairment(item: tuple[Impairment, str, int]) -> tuple[Impairment, float, Any]:
+    """One transfer over an impaired path (in a worker process): its normalised goodput
+    (0 if it did not finish) and the sender's stats."""
+    impairment, controller, seed = item
+    base = LinkProfile(
+        rate_bps=RATE, queue_limit=one_bdp_queue(IMPAIRMENT_RTT), delay=IMPAIRMENT_RTT / 2
+    )
+    forward = replace(base, **dict(impairment.forward))
+    reverse = replace(base, **dict(impairment.reverse))
+    messages = [bytes(64 * 1024)] * (IMPAIRMENT_BYTES // (64 * 1024))
+    config = rudp.Config(congestion_control=controller)
+    result = transfer(
+        messages, profile_ab=forward, profile_ba=reverse, seed=seed, config=config, max_time=120
+    )
+    moved = len(messages) * 64 * 1024 * 8
+    end = result.completed_at
+    ratio = moved / end / ((1 - impairment.data_loss) * RATE) if end else 0.0
+    return impairment, ratio, result.a.stats
+
+
 # --- output ----------------------------------------------------------------------------------
 
 
@@ -409,6 +459,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"overflow loss after start-up {run.overflow_percent[0]:.2f}%"
             )
     print(f"fairness: {time.perf_counter() - wall1:.1f} s wall")
+
+    wall2 = time.perf_counter()
+    items = [(i, controller, args.seed) for i in IMPAIRMENTS]
+    print(
+        f"\nother impairments: one flow, {IMPAIRMENT_BYTES / 1e6:g} MB, {RATE / 1e6:g} Mbit/s, "
+        f"RTT {IMPAIRMENT_RTT * 1000:g} ms, 1-BDP queue; goodput / ((1-p) * rate)"
+    )
+    for impairment, ratio, stats in run_all(args.jobs, run_impairment, items):
+        print(
+            f"- {impairment.name}: {ratio:.3f}; spurious retransmissions "
+            f"{stats.spurious_retransmissions}, probe timeouts {stats.timeouts}"
+        )
+    print(f"impairments: {time.perf_counter() - wall2:.1f} s wall")
     return 0
 
 
