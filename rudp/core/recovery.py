@@ -514,10 +514,9 @@ class Recovery:
     def _on_packets_lost(self, lost: list[SentPacket], now: float, persistent: bool) -> None:
         in_flight_lost = [p for p in lost if p.in_flight]
         self.in_flight -= len(in_flight_lost)
-        if in_flight_lost:
-            self._spurious_share *= (1.0 - SPURIOUS_SHARE_GAIN) ** len(in_flight_lost)
         self.declared_lost += len(lost)
         if in_flight_lost:
+            self._spurious_share *= (1.0 - SPURIOUS_SHARE_GAIN) ** len(in_flight_lost)
             newest = max(p.sent_time for p in in_flight_lost)
             if newest > self._recovery_start:
                 # A new congestion event (RFC 9002 section 7.3.2): at most one reduction

@@ -457,7 +457,7 @@ class Bbr(CongestionController):
         """v1 section 4.3.4.3 BBRIsNextCyclePhase."""
         full_length = now - self._cycle_stamp > self._min_rtt
         if self._draining and (
-            prior_in_flight <= self.bdp() + self._quantization_budget()
+            prior_in_flight <= self._drained_flight()
             or 0 <= rtt <= self._min_rtt + no_queue_slack(self._min_rtt)
         ):
             # The queue is gone: the flight is what the path holds with the room the
@@ -477,6 +477,7 @@ class Bbr(CongestionController):
             self._enter_cycle_phase(now, (self._cycle_index + 1) % len(GAIN_CYCLE))
 
     def _drained_flight(self) -> float:
+        """The flight of an empty queue: the BDP and the room the window keeps anyway."""
         return self.bdp() + self._quantization_budget()
 
     def _quantization_budget(self) -> float:

@@ -176,12 +176,15 @@ class LossRule:
             JITTER_ALLOWANCE * self.rtt_deviation,
         )
 
-    def _standing_queue(self, min_rtt: float) -> bool:
-        """Rule (a): the round's smallest RTT stayed above min_rtt by the queue-delay
-        threshold."""
+    def _queued_all_round(self, min_rtt: float, allowance: float) -> bool:
+        """The round's smallest RTT stayed above min_rtt by more than ``allowance``."""
         if not (math.isfinite(min_rtt) and math.isfinite(self._round_min_rtt)):
             return False
-        return self._round_min_rtt - min_rtt > self._queue_delay_threshold(min_rtt)
+        return self._round_min_rtt - min_rtt > allowance
+
+    def _standing_queue(self, min_rtt: float) -> bool:
+        """Rule (a): a queue all round, above the queue-delay threshold."""
+        return self._queued_all_round(min_rtt, self._queue_delay_threshold(min_rtt))
 
     def _no_queue(self, min_rtt: float) -> bool:
         """Even the round's largest RTT stayed close to min_rtt."""
@@ -190,12 +193,10 @@ class LossRule:
         return self._round_max_rtt - min_rtt <= no_queue_slack(min_rtt)
 
     def _some_queue(self, min_rtt: float) -> bool:
-        """The round's smallest RTT stayed above min_rtt by more than the no-queue slack
-        and the jitter allowance: some queue all round, if less than a standing one."""
-        if not (math.isfinite(min_rtt) and math.isfinite(self._round_min_rtt)):
-            return False
+        """A queue all round, above the no-queue slack and the jitter allowance, if less
+        than a standing one."""
         allowance = max(no_queue_slack(min_rtt), JITTER_ALLOWANCE * self.rtt_deviation)
-        return self._round_min_rtt - min_rtt > allowance
+        return self._queued_all_round(min_rtt, allowance)
 
     def _excess_loss(self, lost: int, total: int) -> bool:
         """Rule (c): rounds with a queue lost more than rounds without one, by
